@@ -1,0 +1,210 @@
+"""Raw events -> fitted NVTabular workflow + parquet splits with the Merlin schema.
+
+    python -m training.prepare --dataset ml-1m|ml-100k|synthetic|PATH [--mapping FILE] --out DIR
+
+Writes DIR (the contract every later stage reads; see `training.prepared`):
+    prepared.json          what was prepared: dataset, view, split, columns, max length, counts
+    workflow/              the fitted workflow (`nvtabular.Workflow.load`), categories included
+    train/ valid/ test/    one row per sequence: part_0.parquet + schema.pbtxt
+    windows/NNNN/          time split only: every window's sequences, for incremental training
+DIR is built in a temporary sibling folder and renamed into place: never half-written.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training import prepared, views
+from training.events import EventColumns, EventsError, read_event_file, validate_events
+from training.workflow import WorkflowOptions, build_workflow, fit_workflow, save_workflow
+
+BUILTIN = ("ml-1m", "ml-100k", "synthetic")
+# (view, split, max_length) when not given: the published protocol per dataset
+DEFAULTS = {
+    "ml-1m": ("sequential", "loo", 200),
+    "ml-100k": ("sequential", "loo", 200),
+    "synthetic": ("session", "time", 50),
+    "file": ("session", "time", 50),
+}
+
+
+@dataclass
+class PrepareArgs:
+    dataset: str
+    out: Path
+    mapping: Path | None = None
+    view: str | None = None
+    split: str | None = None
+    max_length: int | None = None
+    min_item_count: int = 5
+    min_item_frequency: int = 0
+    continuous: str = "normalize"
+    buckets: int = 10
+    window_days: float = 1.0
+    session_gap_minutes: float = 30.0
+    synthetic_events: int = 100_000
+    seed: int = 0
+
+    @property
+    def defaults(self) -> tuple[str, str, int]:
+        return DEFAULTS[self.dataset if self.dataset in BUILTIN else "file"]
+
+
+def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
+    if args.dataset in ("ml-1m", "ml-100k"):
+        from training.datasets import movielens
+
+        return validate_events(movielens.load_events(args.dataset), movielens.COLUMNS, args.dataset), movielens.COLUMNS
+    if args.dataset == "synthetic":
+        from training.datasets import synthetic
+
+        config = synthetic.SyntheticConfig(n_events=args.synthetic_events, seed=args.seed)
+        return synthetic.generate_events(config), synthetic.COLUMNS
+    if args.mapping is None:
+        raise EventsError(f"dataset {args.dataset}: an events file needs --mapping (role -> column, YAML or JSON)")
+    columns = EventColumns.load(args.mapping)
+    return validate_events(read_event_file(args.dataset), columns, f"events file {args.dataset}"), columns
+
+
+def bucket_boundaries(train_events: pd.DataFrame, columns: EventColumns, buckets: int) -> dict[str, list[float]]:
+    quantiles = np.linspace(0, 1, buckets + 1)[1:-1]
+    return {
+        column: sorted(set(np.nanquantile(train_events[column].to_numpy(dtype=float), quantiles).tolist()))
+        for column in (*columns.continuous, *columns.context_continuous)
+    }
+
+
+def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: PrepareArgs, split: str, view: str):
+    """-> (events per split, events per window or None, split -> windows or None)."""
+    if split == "loo":
+        if view == "session-aware":
+            raise EventsError("session-aware view: use --split time (leave-one-out splits sequences, not sessions)")
+        return views.leave_one_out(events, key, columns.time), None, None
+    if split != "time":
+        raise EventsError(f"split: expected one of {list(views.SPLITS)}, got {split!r}")
+    events = views.sort_events(events, key, columns.time)
+    windows = views.window_index(events, key, columns.time, args.window_days, per_event=view == "sequential")
+    plan = views.time_split(windows)
+    per_window = {w: events[windows == w] for w in sorted(set(windows.tolist()))}
+    per_split = {name: pd.concat([per_window[w] for w in ws]) for name, ws in plan.items()}
+    return per_split, per_window, plan
+
+
+def run(args: PrepareArgs) -> dict:
+    out = args.out.resolve()
+    if out.exists():
+        raise EventsError(f"output folder {out} exists: remove it or choose another --out")
+    view = args.view or args.defaults[0]
+    split = args.split or args.defaults[1]
+    max_length = args.max_length or args.defaults[2]
+    if max_length < 2:
+        raise EventsError(f"--max-length: expected >= 2, got {max_length}")
+    started = time.perf_counter()
+    events, columns = load(args)
+    if events.empty:
+        raise EventsError(f"dataset {args.dataset} has no events")
+    events = views.filter_items(events, columns, args.min_item_count)
+    events, key = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
+    if key == views.DERIVED_SESSION:
+        columns = EventColumns(**{**columns.to_dict(), "session": key})
+    per_split, per_window, plan = split_events(events, key, columns, args, split, view)
+    if per_split["train"].empty:
+        raise EventsError(f"dataset {args.dataset}: the training split is empty")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        options = WorkflowOptions(
+            sequence_key=key,
+            max_length=max_length,
+            min_item_frequency=args.min_item_frequency,
+            continuous=args.continuous,
+            buckets=args.buckets,
+        )
+        boundaries = bucket_boundaries(per_split["train"], columns, args.buckets) if args.continuous == "bucketize" else None
+        workflow = build_workflow(columns, options, staging / "fit", boundaries)
+        fit_workflow(workflow, per_split["train"])
+        save_workflow(workflow, staging / prepared.WORKFLOW_DIR)
+        shutil.rmtree(staging / "fit")
+
+        outputs = {name: workflow.transform(frame) for name, frame in per_split.items()}
+        window_outputs = {w: workflow.transform(frame) for w, frame in (per_window or {}).items()}
+        schema = workflow.output_schema
+        if view == "session-aware":
+            schema = prepared.with_history_column(schema, columns)
+            users = events.groupby(key, sort=False)[columns.user].first() if columns.user else None
+            if users is None:
+                raise EventsError("session-aware view: the mapping names no user column")
+            everything = pd.concat(list(window_outputs.values()), ignore_index=True)
+            history = views.session_history(
+                everything[f"{columns.item}_list"],
+                users.reindex(everything[key]).to_numpy(),
+                everything[f"{columns.time}_first"].to_numpy(),
+                max_length,
+            )
+            by_key = pd.Series(list(history), index=everything[key].to_numpy())
+            for frame in (*outputs.values(), *window_outputs.values()):
+                frame[prepared.HISTORY_COLUMN] = by_key.reindex(frame[key].to_numpy()).to_numpy()
+        for name, frame in outputs.items():
+            prepared.write_split(frame, schema, staging / name, staging)
+        for window, frame in window_outputs.items():
+            prepared.write_split(frame, schema, staging / prepared.WINDOWS_DIR / f"{window:04d}", staging)
+        summary = prepared.describe(
+            dataset=args.dataset, view=view, split=split, columns=columns, sequence_key=key,
+            max_length=max_length, events=events, outputs=outputs, plan=plan, schema=schema,
+            options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        )
+        prepared.write_summary(summary, staging)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> PrepareArgs:
+    parser = argparse.ArgumentParser(prog="python -m training.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="ml-1m, ml-100k, synthetic, or a parquet/csv events file")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
+    parser.add_argument("--mapping", type=Path, help="YAML/JSON role -> column mapping for an events file")
+    parser.add_argument("--view", choices=views.VIEWS, help="default: sequential for MovieLens, session otherwise")
+    parser.add_argument("--split", choices=views.SPLITS, help="default: loo for MovieLens, time otherwise")
+    parser.add_argument("--max-length", type=int, help="events kept per sequence, the last ones (default 200 MovieLens, 50 otherwise)")
+    parser.add_argument("--min-item-count", type=int, default=5, help="drop items with fewer interactions (1: keep all)")
+    parser.add_argument("--min-item-frequency", type=int, default=0, help="items rarer than this in training map to the OOV code")
+    parser.add_argument("--continuous", choices=("normalize", "bucketize"), default="normalize")
+    parser.add_argument("--buckets", type=int, default=10, help="quantile buckets for --continuous bucketize")
+    parser.add_argument("--window-days", type=float, default=1.0, help="time split window length")
+    parser.add_argument("--session-gap-minutes", type=float, default=30.0, help="inactivity that ends a session")
+    parser.add_argument("--synthetic-events", type=int, default=100_000, help="events to generate for --dataset synthetic")
+    parser.add_argument("--seed", type=int, default=0)
+    return PrepareArgs(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except EventsError as error:
+        raise SystemExit(f"prepare: {error}")
+    counts = summary["counts"]
+    print(
+        f"prepared {summary['dataset']} ({summary['view']} view, {summary['split']} split) in {summary['seconds']} s -> {args.out}\n"
+        f"  {counts['sequences']:,} sequences, {counts['events']:,} events, {counts['items']:,} items "
+        f"(vocabulary {summary['item_cardinality']:,} codes incl. 3 reserved)\n"
+        + "".join(f"  {name}: {n:,} sequences\n" for name, n in counts["per_split"].items()),
+        end="",
+    )
+
+
+if __name__ == "__main__":
+    main()

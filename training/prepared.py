@@ -1,0 +1,105 @@
+"""The prepared-data folder: the contract between `training.prepare` and the stages after it.
+
+    prepared.json   what was prepared (dataset, view, split, columns, sequence key, max
+                    length, counts, options); read it with `load_summary`
+    workflow/       the fitted NVTabular workflow; categories under workflow/categories/
+    <split>/        part_0.parquet + schema.pbtxt (Merlin schema, cat_path relative to the folder)
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from merlin.schema import ColumnSchema, Schema, Tags
+from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
+from training.events import EventColumns
+
+SUMMARY_FILE = "prepared.json"
+WORKFLOW_DIR = "workflow"
+WINDOWS_DIR = "windows"
+SPLIT_FILE = "part_0.parquet"
+HISTORY_COLUMN = "history_item_list"  # session-aware view: items of the user's earlier sessions
+
+
+def item_list_column(columns: EventColumns) -> str:
+    return f"{columns.item}_list"
+
+
+def with_history_column(schema: Schema, columns: EventColumns) -> Schema:
+    item = schema[item_list_column(columns)]
+    history = ColumnSchema(
+        HISTORY_COLUMN,
+        dtype=item.dtype,
+        tags=[Tags.ITEM, Tags.CATEGORICAL, Tags.LIST, Tags.CONTEXT],
+        properties={k: v for k, v in item.properties.items() if k != "value_count"},
+        dims=item.shape.dims,
+    )
+    return schema + Schema([history])
+
+
+def _relative_cat_paths(schema: Schema, root: Path) -> Schema:
+    columns = []
+    for column in schema:
+        path = column.properties.get("cat_path")
+        if path and os.path.isabs(path):
+            column = column.with_properties({**column.properties, "cat_path": os.path.relpath(path, root)})
+        columns.append(column)
+    return Schema(columns)
+
+
+def write_split(frame: pd.DataFrame, schema: Schema, folder: Path, root: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = frame[schema.column_names]
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / SPLIT_FILE)
+    TensorflowMetadata.from_merlin_schema(_relative_cat_paths(schema, root)).to_proto_text_file(str(folder))
+
+
+def read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(prepared_dir) / split / SPLIT_FILE)
+
+
+def describe(*, dataset, view, split, columns, sequence_key, max_length, events, outputs, plan, schema, options) -> dict:
+    item = schema[item_list_column(columns)]
+    return {
+        "dataset": dataset,
+        "view": view,
+        "split": split,
+        "columns": columns.to_dict(),
+        "sequence_key": sequence_key,
+        "max_length": max_length,
+        "item_list_column": item.name,
+        "item_cardinality": int(item.properties["embedding_sizes"]["cardinality"]),
+        "splits": sorted(outputs),
+        "windows": plan,
+        "counts": {
+            "events": int(len(events)),
+            "sequences": int(events[sequence_key].nunique()),
+            "items": int(events[columns.item].nunique()),
+            "users": int(events[columns.user].nunique()) if columns.user else None,
+            "per_split": {name: int(len(frame)) for name, frame in outputs.items()},
+        },
+        "options": options,
+    }
+
+
+def write_summary(summary: dict, folder: Path) -> None:
+    (Path(folder) / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
+
+
+def load_summary(prepared_dir: Path) -> dict:
+    path = Path(prepared_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{prepared_dir} is not a prepared-data folder: {SUMMARY_FILE} not found")
+    return json.loads(path.read_text())
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,126 @@
+"""Sequence views and splits of raw events, before the workflow sees them.
+
+Views (what one row of prepared data is):
+- sequential: a user's events in time order (sequential recommendation);
+- session: one session's events; sessions come from the session column, or are cut where
+  a user is inactive for longer than `session_gap_s` (session-based recommendation);
+- session-aware: a session plus the items of the same user's earlier sessions
+  (`history_item_list`, computed after the workflow from the encoded sessions).
+
+Splits (which rows train, validate and test):
+- loo: per sequence leave-one-out, the MovieLens protocol: the test sequence is the whole
+  sequence (its last item is the target), validation drops the last item, training drops
+  the last two. Training events are what the workflow is fit on.
+- time: fixed windows of `window_days` (day-based, for incremental training): the last
+  window tests, the one before validates, the earlier ones train.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from training.events import EventColumns, EventsError
+
+VIEWS = ("sequential", "session", "session-aware")
+SPLITS = ("loo", "time")
+DERIVED_SESSION = "session_id"  # name of the session column cut by inactivity gap
+
+
+def filter_items(events: pd.DataFrame, columns: EventColumns, min_count: int) -> pd.DataFrame:
+    """Keep events of items with at least `min_count` interactions (one pass, as in SASRec/BERT4Rec)."""
+    if min_count <= 1:
+        return events
+    counts = events[columns.item].map(events[columns.item].value_counts())
+    return events[counts.to_numpy() >= min_count]
+
+
+def sort_events(events: pd.DataFrame, key: str, time: str) -> pd.DataFrame:
+    """Stable sort by sequence key then time: ties in time keep the file's order."""
+    order = np.lexsort((events[time].to_numpy(), events[key].to_numpy()))
+    return events.iloc[order].reset_index(drop=True)
+
+
+def cut_sessions(events: pd.DataFrame, columns: EventColumns, gap_s: int) -> pd.DataFrame:
+    """Add DERIVED_SESSION: a new session starts where a user is inactive for more than gap_s."""
+    if not columns.user:
+        raise EventsError("session view without a session column needs a user column to cut sessions by inactivity")
+    events = sort_events(events, columns.user, columns.time)
+    users = events[columns.user].to_numpy()
+    times = events[columns.time].to_numpy()
+    new_session = np.ones(len(events), dtype=bool)
+    new_session[1:] = (users[1:] != users[:-1]) | (times[1:] - times[:-1] > gap_s)
+    events[DERIVED_SESSION] = np.cumsum(new_session) - 1
+    return events
+
+
+def sequence_key(events: pd.DataFrame, columns: EventColumns, view: str, session_gap_s: int) -> tuple[pd.DataFrame, str]:
+    """The events with the column rows are grouped by, and that column's name."""
+    if view not in VIEWS:
+        raise EventsError(f"view: expected one of {list(VIEWS)}, got {view!r}")
+    if view == "sequential":
+        if not columns.user:
+            raise EventsError("sequential view: the mapping names no user column")
+        return events, columns.user
+    if columns.session:
+        return events, columns.session
+    if DERIVED_SESSION in events.columns:
+        raise EventsError(f"column {DERIVED_SESSION!r} exists but is not mapped as the session column")
+    return cut_sessions(events, columns, session_gap_s), DERIVED_SESSION
+
+
+def leave_one_out(events: pd.DataFrame, key: str, time: str) -> dict[str, pd.DataFrame]:
+    """Events per split; sequences with fewer than 3 events are dropped (nothing to train on)."""
+    events = sort_events(events, key, time)
+    keys = events[key].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    lengths = np.diff(np.r_[starts, len(keys)])
+    position_from_end = np.repeat(starts + lengths, lengths) - np.arange(len(keys))  # 1 = last event
+    long_enough = np.repeat(lengths >= 3, lengths)
+    if not long_enough.any():
+        raise EventsError("leave-one-out split: no sequence has 3 or more events")
+    return {
+        "train": events[long_enough & (position_from_end > 2)],
+        "valid": events[long_enough & (position_from_end > 1)],
+        "test": events[long_enough],
+    }
+
+
+def window_index(events: pd.DataFrame, key: str, time: str, window_days: float, per_event: bool) -> np.ndarray:
+    """Window of each event: its own (sequential view, a user's events split by window) or
+    its sequence's first event (sessions stay whole)."""
+    times = events[time].to_numpy()
+    if not per_event:
+        times = events.groupby(key, sort=False)[time].transform("min").to_numpy()
+    window_s = int(window_days * 86_400)
+    if window_s <= 0:
+        raise EventsError(f"window_days: expected > 0, got {window_days}")
+    return ((times - times.min()) // window_s).astype(np.int64)
+
+
+def time_split(windows: np.ndarray) -> dict[str, list[int]]:
+    present = sorted(set(windows.tolist()))
+    if len(present) < 3:
+        raise EventsError(f"time split: needs at least 3 windows with events, got {len(present)}; use a shorter --window-days")
+    return {"train": present[:-2], "valid": [present[-2]], "test": [present[-1]]}
+
+
+def session_history(item_lists: pd.Series, users: np.ndarray, start_times: np.ndarray, max_length: int) -> pd.Series:
+    """For each session row: the items of the same user's earlier sessions (ordered by start
+    time, ties by row order), the last `max_length` of them; empty for a user's first session."""
+    order = np.lexsort((start_times, users))
+    lists = item_lists.to_numpy()[order]
+    lengths = np.fromiter((len(items) for items in lists), dtype=np.int64, count=len(lists))
+    flat = np.concatenate(lists) if len(lists) else np.zeros(0, dtype=np.int64)
+    row_start = np.r_[0, np.cumsum(lengths)[:-1]]
+    sorted_users = users[order]
+    first_of_user = np.r_[True, sorted_users[1:] != sorted_users[:-1]] if len(order) else np.zeros(0, bool)
+    user_start = row_start[np.flatnonzero(first_of_user)][np.cumsum(first_of_user) - 1]
+    history_start = np.maximum(user_start, row_start - max_length)
+    kept = row_start - history_start
+    offsets = np.r_[0, np.cumsum(kept)]
+    taken = np.arange(offsets[-1]) + np.repeat(history_start - offsets[:-1], kept)
+    history = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat[taken]))
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return history.take(pa.array(inverse)).to_pandas()

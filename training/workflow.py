@@ -1,0 +1,90 @@
+"""The NVTabular workflow: raw events in, one row per sequence out (item codes, features, context).
+
+Per event: Categorify item ids and categorical features (codes 0 pad, 1 out-of-vocabulary,
+2 null, real values from 3), continuous features log + normalised or bucketised. Then
+group the sequence key sorted by time into lists of the last `max_length` events
+(`SequenceGroupby`: NVTabular's Groupby + ListSlice, vectorised), and context features taken once per sequence. Fit on the training split only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import merlin.io
+import nvtabular as nvt
+import pandas as pd
+from merlin.schema import Tags
+
+from training.events import EventColumns
+from training import sequence_op
+from training.sequence_op import SequenceGroupby
+
+
+
+@dataclass(frozen=True)
+class WorkflowOptions:
+    sequence_key: str  # the column rows are grouped by (user or session id)
+    max_length: int = 200  # events kept per sequence (the last ones)
+    min_item_frequency: int = 0  # items seen fewer times in training map to the OOV code
+    continuous: str = "normalize"  # "normalize" (log1p then z-score) or "bucketize"
+    buckets: int = 10  # quantile buckets when continuous == "bucketize"
+
+
+def _continuous(columns, options: WorkflowOptions, boundaries: dict[str, list[float]] | None):
+    if options.continuous == "normalize":
+        return columns >> nvt.ops.LogOp() >> nvt.ops.Normalize()
+    if options.continuous == "bucketize":
+        return columns >> nvt.ops.Bucketize(boundaries) >> nvt.ops.AddTags([Tags.CATEGORICAL])
+    raise ValueError(f"continuous transform: expected 'normalize' or 'bucketize', got {options.continuous!r}")
+
+
+def build_workflow(
+    columns: EventColumns,
+    options: WorkflowOptions,
+    categories_dir: Path,
+    bucket_boundaries: dict[str, list[float]] | None = None,
+) -> nvt.Workflow:
+    """`bucket_boundaries` (column -> sorted cut points) is required for bucketize: quantiles of
+    the training split, computed by the caller."""
+    categorify = dict(out_path=str(categories_dir), dtype="int64")
+    key = options.sequence_key
+    item = (
+        [columns.item]
+        >> nvt.ops.Categorify(freq_threshold=options.min_item_frequency, **categorify)
+        >> nvt.ops.AddTags([Tags.ITEM_ID, Tags.ITEM, Tags.ID])
+    )
+    features = item
+    if columns.categorical:
+        features += list(columns.categorical) >> nvt.ops.Categorify(**categorify) >> nvt.ops.AddTags([Tags.ITEM])
+    if columns.continuous:
+        features += _continuous(list(columns.continuous), options, bucket_boundaries) >> nvt.ops.AddTags([Tags.ITEM])
+
+    context = []
+    context_columns = [c for c in (columns.user,) if c and c != key] + list(columns.context_categorical)
+    if context_columns:
+        context.append(context_columns >> nvt.ops.Categorify(**categorify) >> nvt.ops.AddTags([Tags.CONTEXT]))
+    if columns.context_continuous:
+        context.append(_continuous(list(columns.context_continuous), options, bucket_boundaries) >> nvt.ops.AddTags([Tags.CONTEXT]))
+
+    key_tags = [Tags.USER_ID if key == columns.user else Tags.SESSION_ID, Tags.ID]
+    grouped_inputs = features + ([key] >> nvt.ops.AddTags(key_tags)) + ([columns.time] >> nvt.ops.AddTags([Tags.TIME]))
+    for block in context:
+        grouped_inputs += block
+    aggregations = {column: ["list"] for column in (columns.item, *columns.categorical, *columns.continuous)}
+    aggregations[columns.time] = ["first"]
+    for column in (*context_columns, *columns.context_continuous):
+        aggregations[column] = ["first"]
+    sequences = grouped_inputs >> SequenceGroupby(
+        groupby_cols=[key], sort_cols=[columns.time], aggs=aggregations, max_length=options.max_length
+    )
+    return nvt.Workflow(sequences)
+
+
+def fit_workflow(workflow: nvt.Workflow, train_events: pd.DataFrame) -> nvt.Workflow:
+    """Fit statistics (categories, means) on the training split's events only."""
+    return workflow.fit(merlin.io.Dataset(train_events, cpu=True))
+
+
+def save_workflow(workflow: nvt.Workflow, path: Path) -> None:
+    """Save with SequenceGroupby's module by value: loading needs nvtabular, not hf4rec."""
+    workflow.save(str(path), modules_byvalue=[sequence_op])
