@@ -148,3 +148,18 @@ def validate_events(events: pd.DataFrame, columns: EventColumns, source: str) ->
     mapped = events[list(roles)].copy()
     mapped[columns.time] = to_unix_seconds(events[columns.time], columns.time)
     return mapped
+
+
+def check_continuous(events: pd.DataFrame, columns: EventColumns, log_transform: bool) -> None:
+    """Continuous features must be finite (missing is fine: it takes the training median) and,
+    under a log transform, non-negative."""
+    for name in (*columns.continuous, *columns.context_continuous):
+        values = events[name].to_numpy(dtype=float)
+        infinite = np.isinf(values)
+        if infinite.any():
+            raise EventsError(f"continuous column {name!r}: {int(infinite.sum())} infinite values; expected finite numbers")
+        if log_transform and (values < 0).any():
+            raise EventsError(
+                f"continuous column {name!r}: {int((values < 0).sum())} negative values (min {np.nanmin(values)}) "
+                "cannot take --continuous log-normalize; use normalize or bucketize"
+            )

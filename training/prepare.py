@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from training import prepared, views
-from training.events import EventColumns, EventsError, read_event_file, validate_events
-from training.workflow import WorkflowOptions, build_workflow, fit_workflow, save_workflow
+from training.events import EventColumns, EventsError, check_continuous, read_event_file, validate_events
+from training.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
 
 BUILTIN = ("ml-1m", "ml-100k", "synthetic")
 # (view, split, max_length) when not given: the published protocol per dataset
@@ -46,7 +46,7 @@ class PrepareArgs:
     max_length: int | None = None
     min_item_count: int = 5
     min_item_frequency: int = 0
-    continuous: str = "normalize"
+    continuous: str = "log-normalize"
     buckets: int = 10
     window_days: float = 1.0
     session_gap_minutes: float = 30.0
@@ -67,7 +67,7 @@ def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
         from training.datasets import synthetic
 
         config = synthetic.SyntheticConfig(n_events=args.synthetic_events, seed=args.seed)
-        return synthetic.generate_events(config), synthetic.COLUMNS
+        return validate_events(synthetic.generate_events(config), synthetic.COLUMNS, "synthetic"), synthetic.COLUMNS
     if args.mapping is None:
         raise EventsError(f"dataset {args.dataset}: an events file needs --mapping (role -> column, YAML or JSON)")
     columns = EventColumns.load(args.mapping)
@@ -111,6 +111,7 @@ def run(args: PrepareArgs) -> dict:
     events, columns = load(args)
     if events.empty:
         raise EventsError(f"dataset {args.dataset} has no events")
+    check_continuous(events, columns, log_transform=args.continuous == "log-normalize")
     events = views.filter_items(events, columns, args.min_item_count)
     events, key = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
     if key == views.DERIVED_SESSION:
@@ -181,7 +182,7 @@ def parse_args(argv: list[str] | None) -> PrepareArgs:
     parser.add_argument("--max-length", type=int, help="events kept per sequence, the last ones (default 200 MovieLens, 50 otherwise)")
     parser.add_argument("--min-item-count", type=int, default=5, help="drop items with fewer interactions (1: keep all)")
     parser.add_argument("--min-item-frequency", type=int, default=0, help="items rarer than this in training map to the OOV code")
-    parser.add_argument("--continuous", choices=("normalize", "bucketize"), default="normalize")
+    parser.add_argument("--continuous", choices=CONTINUOUS, default="log-normalize", help="transform of continuous features")
     parser.add_argument("--buckets", type=int, default=10, help="quantile buckets for --continuous bucketize")
     parser.add_argument("--window-days", type=float, default=1.0, help="time split window length")
     parser.add_argument("--session-gap-minutes", type=float, default=30.0, help="inactivity that ends a session")

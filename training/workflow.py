@@ -1,7 +1,7 @@
 """The NVTabular workflow: raw events in, one row per sequence out (item codes, features, context).
 
 Per event: Categorify item ids and categorical features (codes 0 pad, 1 out-of-vocabulary,
-2 null, real values from 3), continuous features log + normalised or bucketised. Then
+2 null, real values from 3), continuous features (missing -> training median) log + normalised, normalised or bucketised. Then
 group the sequence key sorted by time into lists of the last `max_length` events
 (`SequenceGroupby`: NVTabular's Groupby + ListSlice, vectorised), and context features taken once per sequence. Fit on the training split only.
 """
@@ -26,16 +26,33 @@ class WorkflowOptions:
     sequence_key: str  # the column rows are grouped by (user or session id)
     max_length: int = 200  # events kept per sequence (the last ones)
     min_item_frequency: int = 0  # items seen fewer times in training map to the OOV code
-    continuous: str = "normalize"  # "normalize" (log1p then z-score) or "bucketize"
+    continuous: str = "log-normalize"  # one of CONTINUOUS: log1p then z-score, z-score, or buckets
     buckets: int = 10  # quantile buckets when continuous == "bucketize"
 
 
+CONTINUOUS = ("log-normalize", "normalize", "bucketize")
+
+
 def _continuous(columns, options: WorkflowOptions, boundaries: dict[str, list[float]] | None):
+    """Missing values take the training median, then log1p + z-score, z-score, or quantile buckets."""
+    filled = columns >> nvt.ops.FillMedian()
+    if options.continuous == "log-normalize":
+        return filled >> nvt.ops.LogOp() >> nvt.ops.Normalize()
     if options.continuous == "normalize":
-        return columns >> nvt.ops.LogOp() >> nvt.ops.Normalize()
+        return filled >> nvt.ops.Normalize()
     if options.continuous == "bucketize":
-        return columns >> nvt.ops.Bucketize(boundaries) >> nvt.ops.AddTags([Tags.CATEGORICAL])
-    raise ValueError(f"continuous transform: expected 'normalize' or 'bucketize', got {options.continuous!r}")
+        # bucket codes from 1 (0 stays padding); the schema's domain says how many there are
+        blocks = [
+            [column]
+            >> nvt.ops.FillMedian()
+            >> nvt.ops.Bucketize({column: boundaries[column]})
+            >> nvt.ops.LambdaOp(lambda buckets: buckets + 1)
+            >> nvt.ops.AddTags([Tags.CATEGORICAL])
+            >> nvt.ops.AddProperties({"domain": {"min": 0, "max": len(boundaries[column]) + 1}})
+            for column in columns
+        ]
+        return sum(blocks[1:], blocks[0])
+    raise ValueError(f"continuous transform: expected one of {list(CONTINUOUS)}, got {options.continuous!r}")
 
 
 def build_workflow(

@@ -1,0 +1,1 @@
+"""Run directory -> Triton model repository (feature transform -> PyTorch model -> top-k)."""

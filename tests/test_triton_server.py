@@ -1,0 +1,102 @@
+"""The real Triton 2.51 server from .triton/, started by the project's launcher, answers a
+python-backend model and a native ensemble over gRPC and HTTP, survives a bad request,
+binds to loopback, and goes away with its caller."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from serve.server import TritonServer
+from tests.conftest import PYTHON, ROOT
+
+REPO = ROOT / "tests" / "triton_repo"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("triton") / "server.log"
+    with TritonServer(REPO, log_path=log) as running:
+        yield running
+    assert running.process.poll() is not None, "server still running after the context closed"
+
+
+def _infer(client_module, client, model, input_name, output_name, values):
+    tensor = client_module.InferInput(input_name, list(values.shape), "FP32")
+    tensor.set_data_from_numpy(values)
+    result = client.infer(model, [tensor], outputs=[client_module.InferRequestedOutput(output_name)])
+    return result.as_numpy(output_name)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_python_model_and_native_ensemble_answer(server, protocol):
+    module = grpcclient if protocol == "grpc" else httpclient
+    client = module.InferenceServerClient(server.grpc_url if protocol == "grpc" else server.http_url)
+    assert client.is_server_ready()
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(_infer(module, client, "double", "INPUT", "OUTPUT", values), values * 2)
+    np.testing.assert_array_equal(
+        _infer(module, client, "double_then_add_one", "VALUES", "RESULT", values), values * 2 + 1
+    )
+    config = client.get_model_config("double_then_add_one")
+    platform = config.config.platform if protocol == "grpc" else config["platform"]
+    assert platform == "ensemble"
+
+
+def test_bad_request_is_rejected_and_server_keeps_serving(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    wrong = grpcclient.InferInput("VALUES", [1, 3], "INT64")
+    wrong.set_data_from_numpy(np.ones((1, 3), dtype=np.int64))
+    with pytest.raises(InferenceServerException, match="(?i)data.type|datatype|INT64"):
+        client.infer("double_then_add_one", [wrong])
+    values = np.ones((1, 3), dtype=np.float32)
+    np.testing.assert_array_equal(_infer(grpcclient, client, "double_then_add_one", "VALUES", "RESULT", values), values * 3)
+
+
+def test_server_binds_loopback_and_logs_to_file(server):
+    command = " ".join(server.command())
+    assert "--grpc-address=127.0.0.1" in command and "--http-address=127.0.0.1" in command
+    assert "successfully loaded 'double_then_add_one'" in server.log_path.read_text()
+
+
+def test_server_dies_with_its_caller(tmp_path):
+    """A caller killed with SIGKILL (no cleanup runs) still takes its server down."""
+    pid_file = tmp_path / "server.pid"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from serve.server import TritonServer
+        server = TritonServer({str(REPO)!r}, log_path={str(tmp_path / 'log')!r}).start()
+        open({str(pid_file)!r}, "w").write(str(server.process.pid))
+        time.sleep(600)
+        """
+    )
+    caller = subprocess.Popen([PYTHON, "-c", script], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert caller.poll() is None, "caller exited before its server was ready"
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.2)
+    server_pid = int(pid_file.read_text())
+    os.kill(caller.pid, signal.SIGKILL)
+    caller.wait()
+    deadline = time.monotonic() + 30
+    while _alive(server_pid):
+        assert time.monotonic() < deadline, f"tritonserver {server_pid} outlived its killed caller"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
