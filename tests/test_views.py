@@ -1,0 +1,59 @@
+"""Sequence views and splits on hand-made events whose answers are known."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import views
+from training.events import EventColumns, EventsError
+
+COLUMNS = EventColumns(user="user", item="item", time="ts")
+
+
+def test_filter_items_keeps_items_with_enough_interactions():
+    events = pd.DataFrame({"user": [1, 1, 2, 2, 3], "item": [7, 8, 7, 9, 7], "ts": [1, 2, 3, 4, 5]})
+    kept = views.filter_items(events, COLUMNS, min_count=2)
+    assert kept["item"].tolist() == [7, 7, 7]
+
+
+def test_leave_one_out_holds_out_the_last_two_events_in_time_order():
+    events = pd.DataFrame(
+        {"user": [1, 1, 1, 1, 2, 2, 2, 3, 3], "item": [13, 11, 14, 12, 21, 22, 23, 31, 32], "ts": [3, 1, 4, 2, 1, 2, 3, 1, 2]}
+    )
+    splits = views.leave_one_out(events, "user", "ts")
+    by_user = {name: frame.groupby("user")["item"].apply(list).to_dict() for name, frame in splits.items()}
+    assert by_user["test"] == {1: [11, 12, 13, 14], 2: [21, 22, 23]}  # user 3 has < 3 events
+    assert by_user["valid"] == {1: [11, 12, 13], 2: [21, 22]}
+    assert by_user["train"] == {1: [11, 12], 2: [21]}
+
+
+def test_ties_in_time_keep_file_order():
+    events = pd.DataFrame({"user": [1, 1, 1], "item": [5, 3, 4], "ts": [7, 7, 7]})
+    assert views.sort_events(events, "user", "ts")["item"].tolist() == [5, 3, 4]
+
+
+def test_sessions_are_cut_by_inactivity_gap_per_user():
+    events = pd.DataFrame({"user": [1, 1, 1, 2, 1], "item": [1, 2, 3, 4, 5], "ts": [0, 100, 5000, 120, 5100]})
+    cut = views.cut_sessions(events, COLUMNS, gap_s=1800)
+    sessions = cut.groupby(views.DERIVED_SESSION)["item"].apply(list).tolist()
+    assert sessions == [[1, 2], [3, 5], [4]]
+
+
+def test_time_windows_and_split():
+    events = pd.DataFrame({"user": [1, 1, 2, 3, 4], "item": [1, 2, 3, 4, 5], "ts": [0, 90_000, 3_600, 200_000, 90_000]})
+    per_event = views.window_index(events, "user", "ts", 1.0, per_event=True)
+    assert per_event.tolist() == [0, 1, 0, 2, 1]
+    per_sequence = views.window_index(events, "user", "ts", 1.0, per_event=False)
+    assert per_sequence.tolist() == [0, 0, 0, 2, 1]  # user 1's sequence starts in window 0
+    assert views.time_split(per_event) == {"train": [0], "valid": [1], "test": [2]}
+    with pytest.raises(EventsError, match="at least 3 windows with events, got 2"):
+        views.time_split(np.array([0, 0, 5]))
+
+
+def test_session_history_is_the_users_earlier_sessions_last_n_items():
+    item_lists = pd.Series([[5, 6], [1, 2, 3], [7], [4], [8, 9]])
+    users = np.array(["a", "a", "b", "a", "b"])
+    starts = np.array([20, 10, 5, 30, 6])
+    history = views.session_history(item_lists, users, starts, max_length=4)
+    assert [list(h) for h in history] == [[1, 2, 3], [], [], [2, 3, 5, 6], [7]]
