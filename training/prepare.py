@@ -155,9 +155,9 @@ def run(args: PrepareArgs) -> dict:
             for frame in (*outputs.values(), *window_outputs.values()):
                 frame[prepared.HISTORY_COLUMN] = by_key.reindex(frame[key].to_numpy()).to_numpy()
         for name, frame in outputs.items():
-            prepared.write_split(frame, schema, staging / name, staging)
+            prepared.write_split(frame, schema, staging / name)
         for window, frame in window_outputs.items():
-            prepared.write_split(frame, schema, staging / prepared.WINDOWS_DIR / f"{window:04d}", staging)
+            prepared.write_split(frame, schema, staging / prepared.WINDOWS_DIR / f"{window:04d}")
         summary = prepared.describe(
             dataset=args.dataset, view=view, split=split, columns=columns, sequence_key=key,
             max_length=max_length, events=events, outputs=outputs, plan=plan, schema=schema,

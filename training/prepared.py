@@ -3,7 +3,7 @@
     prepared.json   what was prepared (dataset, view, split, columns, sequence key, max
                     length, counts, options); read it with `load_summary`
     workflow/       the fitted NVTabular workflow; categories under workflow/categories/
-    <split>/        part_0.parquet + schema.pbtxt (Merlin schema, cat_path relative to the folder)
+    <split>/        part_0.parquet + schema.pbtxt (Merlin schema; cat_path relative to the folder)
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from merlin.schema import ColumnSchema, Schema, Tags
 from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
 from training.events import EventColumns
+from training.workflow import SPECIAL_CODES
 
 SUMMARY_FILE = "prepared.json"
 WORKFLOW_DIR = "workflow"
@@ -43,21 +44,23 @@ def with_history_column(schema: Schema, columns: EventColumns) -> Schema:
     return schema + Schema([history])
 
 
-def _relative_cat_paths(schema: Schema, root: Path) -> Schema:
+def _saved_cat_paths(schema: Schema) -> Schema:
+    """Point each column's categories at the saved workflow's copy, relative to the folder's root."""
     columns = []
     for column in schema:
         path = column.properties.get("cat_path")
-        if path and os.path.isabs(path):
-            column = column.with_properties({**column.properties, "cat_path": os.path.relpath(path, root)})
+        if path:
+            saved = os.path.join(WORKFLOW_DIR, "categories", os.path.basename(path))
+            column = column.with_properties({**column.properties, "cat_path": saved})
         columns.append(column)
     return Schema(columns)
 
 
-def write_split(frame: pd.DataFrame, schema: Schema, folder: Path, root: Path) -> None:
+def write_split(frame: pd.DataFrame, schema: Schema, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     frame = frame[schema.column_names]
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / SPLIT_FILE)
-    TensorflowMetadata.from_merlin_schema(_relative_cat_paths(schema, root)).to_proto_text_file(str(folder))
+    TensorflowMetadata.from_merlin_schema(_saved_cat_paths(schema)).to_proto_text_file(str(folder))
 
 
 def read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
@@ -75,6 +78,7 @@ def describe(*, dataset, view, split, columns, sequence_key, max_length, events,
         "max_length": max_length,
         "item_list_column": item.name,
         "item_cardinality": int(item.properties["embedding_sizes"]["cardinality"]),
+        "special_codes": SPECIAL_CODES,
         "splits": sorted(outputs),
         "windows": plan,
         "counts": {

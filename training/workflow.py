@@ -1,7 +1,7 @@
 """The NVTabular workflow: raw events in, one row per sequence out (item codes, features, context).
 
-Per event: Categorify item ids and categorical features (codes 0 pad, 1 out-of-vocabulary,
-2 null, real values from 3), continuous features (missing -> training median) log + normalised, normalised or bucketised. Then
+Per event: Categorify item ids and categorical features (codes 0 pad, 1 null, 2
+out-of-vocabulary, real values from 3: `SPECIAL_CODES`, NVTabular's own constants), continuous features (missing -> training median) log + normalised, normalised or bucketised. Then
 group the sequence key sorted by time into lists of the last `max_length` events
 (`SequenceGroupby`: NVTabular's Groupby + ListSlice, vectorised), and context features taken once per sequence. Fit on the training split only.
 """
@@ -14,6 +14,8 @@ import merlin.io
 import nvtabular as nvt
 import pandas as pd
 from merlin.schema import Tags
+
+from nvtabular.ops.categorify import NULL_OFFSET, OOV_OFFSET
 
 from training.events import EventColumns
 from training import sequence_op
@@ -30,6 +32,8 @@ class WorkflowOptions:
     buckets: int = 10  # quantile buckets when continuous == "bucketize"
 
 
+# Categorify's reserved codes; prepared.json records them for the model and the server
+SPECIAL_CODES = {"pad": 0, "null": NULL_OFFSET, "oov": OOV_OFFSET, "first_value": OOV_OFFSET + 1}
 CONTINUOUS = ("log-normalize", "normalize", "bucketize")
 
 
