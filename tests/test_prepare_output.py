@@ -72,6 +72,7 @@ def test_synthetic_prepared_folder(prepared_synthetic):
     assert item.properties["cat_path"] == "workflow/categories/unique.item_id.parquet"
     assert (prepared_synthetic / item.properties["cat_path"]).is_file()
     assert set(schema.select_by_tag(Tags.CONTINUOUS).column_names) == {"price_list"}
+    assert set(schema.select_by_tag(Tags.LIST).column_names) == {"item_id_list", "category_list", "price_list"}
     assert set(schema.select_by_tag(Tags.CONTEXT).column_names) == {"user_id_first", "device_first"}
     train = prepared.read_split(prepared_synthetic, "train")
     lengths = train["item_id_list"].map(len)

@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import nvtabular as nvt
 import pandas as pd
+from merlin.schema import Tags
 
 from tests.conftest import PYTHON
 from training.sequence_op import SequenceGroupby
@@ -44,6 +45,7 @@ def test_equals_nvtabular_groupby_then_listslice():
         )
     assert ours.output_schema["item_list"].shape.dims[1].max == 7
     assert ours.output_schema["item_list"].is_list and not ours.output_schema["ts_first"].is_list
+    assert Tags.LIST in ours.output_schema["price_list"].tags and Tags.LIST not in ours.output_schema["ts_first"].tags
 
 
 def test_empty_input_gives_empty_output():

@@ -100,3 +100,37 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_perf_analyzer_from_setup_measures_the_server(server, tmp_path):
+    """perf_analyzer 2.51 (unpacked by setup, with its library links) drives the real server;
+    the benchmarks rely on it. Nothing here judges the speed."""
+    report = tmp_path / "perf.csv"
+    result = subprocess.run(
+        [str(server.layout.perf_analyzer), "-m", "double_then_add_one", "-u", server.grpc_url, "-i", "grpc",
+         "--shape", "VALUES:3", "--concurrency-range", "1", "--measurement-mode", "count_windows",
+         "--measurement-request-count", "30", "-s", "100", "--max-trials", "3", "-f", str(report)],
+        env=server.layout.process_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    header, row = report.read_text().strip().splitlines()[:2]
+    measured = dict(zip(header.split(","), row.split(",")))
+    assert measured["Concurrency"] == "1" and float(measured["Inferences/Second"]) > 0
+
+
+def test_serve_command_runs_until_terminated(tmp_path):
+    from serve.server import free_port
+
+    ports = [str(free_port()) for _ in range(3)]
+    command = [PYTHON, "-m", "serve", "--repo", str(REPO), "--http-port", ports[0], "--grpc-port", ports[1],
+               "--metrics-port", ports[2], "--log", str(tmp_path / "serve.log")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"gRPC 127.0.0.1:{ports[1]}" in line, line
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}")
+        assert client.is_model_ready("double_then_add_one")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    assert not TritonServer(REPO, http_port=int(ports[0])).is_ready()

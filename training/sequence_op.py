@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from merlin.dtypes.shape import Shape
+from merlin.schema import Tags
 from nvtabular.ops import Groupby, ListSlice
 from nvtabular.ops.groupby import _get_agg_dicts
 
@@ -73,6 +74,12 @@ class SequenceGroupby(Groupby):
         return pd.DataFrame(out, index=pd.RangeIndex(len(starts)))
 
     transform.__doc__ = Groupby.transform.__doc__
+
+    def _compute_tags(self, col_schema, input_schema):
+        col_schema = super()._compute_tags(col_schema, input_schema)
+        if col_schema.name.endswith(f"{self.name_sep}list"):
+            return col_schema.with_tags([Tags.LIST])
+        return col_schema
 
     def _compute_shape(self, col_schema, input_schema):
         col_schema = super()._compute_shape(col_schema, input_schema)
