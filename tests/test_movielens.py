@@ -39,6 +39,15 @@ def test_ml1m_valid_is_test_without_its_last_item(ml1m):
         assert len(list(test.at[user, "genres_list"])) == len(test_items)
 
 
+def test_item_codes_map_back_to_original_ids(ml1m):
+    vocabulary = prepared.item_vocabulary(ml1m)
+    assert vocabulary.index.min() == 3 and len(vocabulary) == 3_416 and vocabulary.is_unique
+    events = views.sort_events(views.filter_items(movielens.load_events("ml-1m"), movielens.COLUMNS, 5), "user_id", "timestamp")
+    first_user = events[events["user_id"] == "1m_1"]["item_id"].tolist()
+    codes = prepared.read_split(ml1m, "test").set_index("user_id").at["1m_1", "item_id_list"]
+    assert vocabulary.loc[list(codes)].tolist() == first_user[-200:]
+
+
 def test_ml1m_workflow_reloads_and_retransforms_identically(ml1m):
     events = views.filter_items(movielens.load_events("ml-1m"), movielens.COLUMNS, 5)
     got = nvt.Workflow.load(str(ml1m / prepared.WORKFLOW_DIR)).transform(events)
