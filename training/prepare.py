@@ -85,8 +85,6 @@ def bucket_boundaries(train_events: pd.DataFrame, columns: EventColumns, buckets
 def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: PrepareArgs, split: str, view: str):
     """-> (events per split, events per window or None, split -> windows or None)."""
     if split == "loo":
-        if view == "session-aware":
-            raise EventsError("session-aware view: use --split time (leave-one-out splits sequences, not sessions)")
         return views.leave_one_out(events, key, columns.time), None, None
     if split != "time":
         raise EventsError(f"split: expected one of {list(views.SPLITS)}, got {split!r}")
@@ -98,6 +96,22 @@ def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: Pr
     return per_split, per_window, plan
 
 
+def add_session_history(frames, window_outputs, events, key, columns: EventColumns, max_length: int) -> None:
+    """Session-aware view: give every session row the items of its user's earlier sessions,
+    looking across all windows (a test session's history includes training sessions)."""
+    users = events.groupby(key, sort=False)[columns.user].first()
+    everything = pd.concat(list(window_outputs.values()), ignore_index=True)
+    history = views.session_history(
+        everything[prepared.item_list_column(columns)],
+        users.reindex(everything[key]).to_numpy(),
+        everything[f"{columns.time}_first"].to_numpy(),
+        max_length,
+    )
+    by_key = pd.Series(list(history), index=everything[key].to_numpy())
+    for frame in frames:
+        frame[prepared.HISTORY_COLUMN] = by_key.reindex(frame[key].to_numpy()).to_numpy()
+
+
 def run(args: PrepareArgs) -> dict:
     out = args.out.resolve()
     if out.exists():
@@ -107,10 +121,14 @@ def run(args: PrepareArgs) -> dict:
     max_length = args.max_length or args.defaults[2]
     if max_length < 2:
         raise EventsError(f"--max-length: expected >= 2, got {max_length}")
+    if view == "session-aware" and split != "time":
+        raise EventsError("session-aware view: use --split time (leave-one-out splits sequences, not sessions)")
     started = time.perf_counter()
     events, columns = load(args)
     if events.empty:
         raise EventsError(f"dataset {args.dataset} has no events")
+    if view == "session-aware" and not columns.user:
+        raise EventsError("session-aware view: the mapping names no user column")
     check_continuous(events, columns, log_transform=args.continuous == "log-normalize")
     events = views.filter_items(events, columns, args.min_item_count)
     events, key = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
@@ -141,19 +159,7 @@ def run(args: PrepareArgs) -> dict:
         schema = workflow.output_schema
         if view == "session-aware":
             schema = prepared.with_history_column(schema, columns)
-            users = events.groupby(key, sort=False)[columns.user].first() if columns.user else None
-            if users is None:
-                raise EventsError("session-aware view: the mapping names no user column")
-            everything = pd.concat(list(window_outputs.values()), ignore_index=True)
-            history = views.session_history(
-                everything[f"{columns.item}_list"],
-                users.reindex(everything[key]).to_numpy(),
-                everything[f"{columns.time}_first"].to_numpy(),
-                max_length,
-            )
-            by_key = pd.Series(list(history), index=everything[key].to_numpy())
-            for frame in (*outputs.values(), *window_outputs.values()):
-                frame[prepared.HISTORY_COLUMN] = by_key.reindex(frame[key].to_numpy()).to_numpy()
+            add_session_history([*outputs.values(), *window_outputs.values()], window_outputs, events, key, columns, max_length)
         for name, frame in outputs.items():
             prepared.write_split(frame, schema, staging / name)
         for window, frame in window_outputs.items():

@@ -1,9 +1,11 @@
 """The NVTabular workflow: raw events in, one row per sequence out (item codes, features, context).
 
 Per event: Categorify item ids and categorical features (codes 0 pad, 1 null, 2
-out-of-vocabulary, real values from 3: `SPECIAL_CODES`, NVTabular's own constants), continuous features (missing -> training median) log + normalised, normalised or bucketised. Then
-group the sequence key sorted by time into lists of the last `max_length` events
-(`SequenceGroupby`: NVTabular's Groupby + ListSlice, vectorised), and context features taken once per sequence. Fit on the training split only.
+out-of-vocabulary, real values from 3: `SPECIAL_CODES`, NVTabular's own constants);
+continuous features (missing -> training median) log + normalised, normalised or
+bucketised. Then `SequenceGroupby` (NVTabular's Groupby + ListSlice, vectorised) groups the
+sequence key, sorted by time, into lists of the last `max_length` events and takes context
+features once per sequence. Fit on the training split only.
 """
 from __future__ import annotations
 
@@ -14,13 +16,11 @@ import merlin.io
 import nvtabular as nvt
 import pandas as pd
 from merlin.schema import Tags
-
 from nvtabular.ops.categorify import NULL_OFFSET, OOV_OFFSET
 
-from training.events import EventColumns
 from training import sequence_op
+from training.events import EventColumns
 from training.sequence_op import SequenceGroupby
-
 
 
 @dataclass(frozen=True)
@@ -37,26 +37,25 @@ SPECIAL_CODES = {"pad": 0, "null": NULL_OFFSET, "oov": OOV_OFFSET, "first_value"
 CONTINUOUS = ("log-normalize", "normalize", "bucketize")
 
 
-def _continuous(columns, options: WorkflowOptions, boundaries: dict[str, list[float]] | None):
+def _continuous(columns: list[str], options: WorkflowOptions, boundaries: dict[str, list[float]] | None):
     """Missing values take the training median, then log1p + z-score, z-score, or quantile buckets."""
-    filled = columns >> nvt.ops.FillMedian()
     if options.continuous == "log-normalize":
-        return filled >> nvt.ops.LogOp() >> nvt.ops.Normalize()
+        return columns >> nvt.ops.FillMedian() >> nvt.ops.LogOp() >> nvt.ops.Normalize()
     if options.continuous == "normalize":
-        return filled >> nvt.ops.Normalize()
-    if options.continuous == "bucketize":
-        # bucket codes from 1 (0 stays padding); the schema's domain says how many there are
-        blocks = [
-            [column]
-            >> nvt.ops.FillMedian()
-            >> nvt.ops.Bucketize({column: boundaries[column]})
-            >> nvt.ops.LambdaOp(lambda buckets: buckets + 1)
-            >> nvt.ops.AddTags([Tags.CATEGORICAL])
-            >> nvt.ops.AddProperties({"domain": {"min": 0, "max": len(boundaries[column]) + 1}})
-            for column in columns
-        ]
-        return sum(blocks[1:], blocks[0])
-    raise ValueError(f"continuous transform: expected one of {list(CONTINUOUS)}, got {options.continuous!r}")
+        return columns >> nvt.ops.FillMedian() >> nvt.ops.Normalize()
+    if options.continuous != "bucketize":
+        raise ValueError(f"continuous transform: expected one of {list(CONTINUOUS)}, got {options.continuous!r}")
+    # bucket codes from 1 (0 stays padding); each column's domain says how many there are
+    blocks = [
+        [column]
+        >> nvt.ops.FillMedian()
+        >> nvt.ops.Bucketize({column: boundaries[column]})
+        >> nvt.ops.LambdaOp(lambda buckets: buckets + 1)
+        >> nvt.ops.AddTags([Tags.CATEGORICAL])
+        >> nvt.ops.AddProperties({"domain": {"min": 0, "max": len(boundaries[column]) + 1}})
+        for column in columns
+    ]
+    return sum(blocks[1:], blocks[0])
 
 
 def build_workflow(
