@@ -1,0 +1,104 @@
+"""The training config: a YAML file of sections (model, loss, task, train), overridable by
+`section.key=value` arguments. Unknown sections or keys are errors before anything trains."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from training.losses import LossConfig
+from training.model import ModelConfig
+from training.tasks import TaskConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 128  # sequences per step
+    lr: float = 1e-3  # peak learning rate of AdamW
+    weight_decay: float = 0.1  # on matrices only; biases, norms and 1-D parameters take none
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW moments
+    warmup_steps: int = 100  # linear warmup from 0 to lr
+    schedule: str = "cosine"  # cosine | linear | constant decay after warmup
+    clip_grad: float = 1.0  # max gradient norm; 0 disables
+    eval_every_epochs: int = 1  # validation cadence
+    early_stopping_metric: str = "ndcg@10"  # validation metric that picks the best checkpoint
+    patience: int = 3  # evaluations without improvement before stopping; 0 never stops early
+    ks: tuple[int, ...] = (5, 10, 20)  # cut-offs of the ranking metrics
+    exclude_seen: bool = False  # drop the sequence's own items from the ranking
+    eval_batch_size: int = 512  # sequences per evaluation step
+    time_budget_minutes: float | None = None  # stop training after this wall time (then evaluate)
+    seed: int = 0  # weights, batch order, masking and dropout
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
+
+
+SECTIONS = {"model": ModelConfig, "loss": LossConfig, "task": TaskConfig, "train": TrainConfig}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _plain(values: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _coerce(value, default):
+    if isinstance(default, tuple):
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes")
+        return bool(value)
+    if isinstance(default, int) and not isinstance(default, bool) and value is not None:
+        return int(value)
+    if isinstance(default, float) and value is not None:
+        return float(value)
+    return value
+
+
+def build_config(values: dict, source: str = "config") -> Config:
+    unknown = sorted(set(values) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; expected {sorted(SECTIONS)}")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        given = values.get(name) or {}
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        bad = sorted(set(given) - set(known))
+        if bad:
+            raise ConfigError(f"{source}: unknown key(s) {[f'{name}.{k}' for k in bad]}; {name} has {sorted(known)}")
+        defaults = cls()
+        sections[name] = cls(**{k: _coerce(v, getattr(defaults, k)) for k, v in given.items()})
+    return Config(**sections)
+
+
+def load_config(path: Path | None, overrides: list[str]) -> Config:
+    values: dict = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    for override in overrides:
+        if "=" not in override or "." not in override.split("=", 1)[0]:
+            raise ConfigError(f"override {override!r}: expected section.key=value, e.g. model.d_model=128")
+        dotted, raw = override.split("=", 1)
+        section, key = dotted.split(".", 1)
+        values.setdefault(section, {})
+        if not isinstance(values[section], dict):
+            raise ConfigError(f"override {override!r}: section {section!r} is not a mapping")
+        values[section][key] = yaml.safe_load(raw)
+    return build_config(values, source=str(path) if path else "config")

@@ -1,0 +1,58 @@
+"""Prepared splits as padded tensor batches.
+
+Lists are stored flat (values + offsets) and padded per batch to the batch's longest row,
+right-padded with 0 (the pad code; 0.0 for continuous values).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import prepared
+from training.features import FeatureSpec
+
+
+class SequenceData:
+    def __init__(self, prepared_dir: Path, split: str, spec: FeatureSpec, min_length: int = 2):
+        frame = prepared.read_split(prepared_dir, split)
+        lengths = frame[spec.item].map(len).to_numpy()
+        frame = frame[lengths >= min_length]  # a row needs an input and a target
+        self.spec = spec
+        self.lengths = frame[spec.item].map(len).to_numpy().astype(np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.values = {}
+        for name in spec.list_columns:
+            flat = np.concatenate(frame[name].to_numpy()) if len(frame) else np.zeros(0)
+            self.values[name] = flat.astype(np.float32 if name in spec.continuous else np.int64)
+        self.context = {name: frame[name].to_numpy() for name in spec.context_columns}
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def item_counts(self) -> torch.Tensor:
+        return torch.bincount(torch.from_numpy(self.values[self.spec.item]), minlength=self.spec.item_cardinality)
+
+    def batch(self, rows: np.ndarray, drop_last_event: bool = False) -> dict[str, torch.Tensor]:
+        """Right-padded tensors for `rows`; with drop_last_event the inputs stop before each row's
+        last event (returned as "targets")."""
+        lengths = self.lengths[rows] - int(drop_last_event)
+        width = int(lengths.max()) if len(rows) else 0
+        positions = np.arange(width)
+        valid = positions[None, :] < lengths[:, None]
+        index = np.where(valid, self.offsets[rows][:, None] + positions[None, :], 0)
+        out = {}
+        for name, values in self.values.items():
+            out[name] = torch.from_numpy(np.where(valid, values[index], 0).astype(values.dtype))
+        for name, values in self.context.items():
+            dtype = np.float32 if name in self.spec.context_continuous else np.int64
+            out[name] = torch.from_numpy(values[rows].astype(dtype))
+        if drop_last_event:
+            out["targets"] = torch.from_numpy(self.values[self.spec.item][self.offsets[rows] + lengths])
+        return out
+
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last_event: bool = False):
+        order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start:start + batch_size], drop_last_event=drop_last_event)

@@ -1,0 +1,54 @@
+"""Recompute a saved run's ranking metrics on a split.
+
+    python -m training.evaluate --run RUN_DIR [--split test|valid] [--exclude-seen]
+
+Every row of the split is one prediction: its events but the last are the input, the last
+is the target, ranked against the full catalog.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from training import run_dir
+from training.data import SequenceData
+from training.metrics import ranking_metrics, target_ranks
+from training.model import NextItemModel
+
+
+@torch.no_grad()
+def evaluate(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    for batch in data.batches(batch_size, drop_last_event=True):
+        targets = batch.pop("targets")
+        scores = model.next_item_scores(batch)
+        ranks = target_ranks(scores, targets, exclude=batch[model.spec.item] if exclude_seen else None)
+        for name, values in ranking_metrics(ranks, ks).items():
+            sums[name] = sums.get(name, 0.0) + float(values.sum())
+    return {name: total / max(len(data), 1) for name, total in sums.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="run directory written by training.train")
+    parser.add_argument("--split", default="test", help="prepared split to evaluate (test, valid, ...)")
+    parser.add_argument("--exclude-seen", action="store_true", default=None, help="drop the sequence's own items from the ranking")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", UserWarning)
+    try:
+        model, config = run_dir.load_model(args.run)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"evaluate: {error}")
+    exclude = config.train.exclude_seen if args.exclude_seen is None else args.exclude_seen
+    data = SequenceData(run_dir.data_dir(args.run), args.split, model.spec)
+    metrics = evaluate(model, data, config.train.ks, exclude, config.train.eval_batch_size)
+    print(json.dumps({"split": args.split, "sequences": len(data), **{k: round(v, 5) for k, v in metrics.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

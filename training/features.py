@@ -1,0 +1,99 @@
+"""Which prepared columns feed the model, read from the Merlin schema of a prepared folder.
+
+Roles come from the schema's tags: the item-id list (the item table, shared with the
+output layer), other categorical lists, continuous lists, and per-sequence context
+(categorical or continuous, broadcast over the sequence). A column the model does not use
+is named in a warning; one it cannot use is an error.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from merlin.schema import Schema, Tags
+from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
+from training import prepared
+
+
+class FeatureError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    item: str  # item-id list column
+    item_cardinality: int  # codes 0..cardinality-1, special codes included
+    categorical: dict[str, int] = field(default_factory=dict)  # list column -> cardinality
+    continuous: tuple[str, ...] = ()  # list columns
+    context_categorical: dict[str, int] = field(default_factory=dict)  # scalar column -> cardinality
+    context_continuous: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()  # columns present but not used, with the reason warned
+
+    @property
+    def list_columns(self) -> tuple[str, ...]:
+        return (self.item, *self.categorical, *self.continuous)
+
+    @property
+    def context_columns(self) -> tuple[str, ...]:
+        return (*self.context_categorical, *self.context_continuous)
+
+
+def read_schema(prepared_dir: Path, split: str = "train") -> Schema:
+    folder = Path(prepared_dir) / split
+    if not (folder / "schema.pbtxt").is_file():
+        raise FeatureError(f"data dir {prepared_dir}: no {split}/schema.pbtxt; run `python -m training.prepare` first")
+    return TensorflowMetadata.from_proto_text_file(str(folder)).to_merlin_schema()
+
+
+def _cardinality(column) -> int:
+    domain = column.properties.get("domain") or {}
+    if "max" not in domain:
+        raise FeatureError(f"categorical column {column.name!r} has no domain (max code) in the schema")
+    return int(domain["max"]) + 1
+
+
+def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSpec:
+    """All usable features of a prepared folder, minus `exclude` (named columns)."""
+    schema = read_schema(prepared_dir)
+    summary = prepared.load_summary(prepared_dir)
+    item = summary["item_list_column"]
+    unknown = sorted(set(exclude) - set(schema.column_names))
+    if unknown:
+        raise FeatureError(f"exclude_features: unknown column(s) {unknown}; the data has {schema.column_names}")
+    categorical, continuous, context_categorical, context_continuous, ignored = {}, [], {}, [], {}
+    for column in schema:
+        name, tags = column.name, column.tags
+        if name == item:
+            continue
+        if name in exclude:
+            ignored[name] = "excluded by the config"
+        elif name == summary["sequence_key"]:
+            ignored[name] = "sequence key"
+        elif Tags.TIME in tags:
+            ignored[name] = "sequence start time"
+        elif name == prepared.HISTORY_COLUMN:
+            ignored[name] = "session history is not modelled yet"
+        elif column.is_list and Tags.CATEGORICAL in tags:
+            categorical[name] = _cardinality(column)
+        elif column.is_list and Tags.CONTINUOUS in tags:
+            continuous.append(name)
+        elif not column.is_list and Tags.CATEGORICAL in tags:
+            context_categorical[name] = _cardinality(column)
+        elif not column.is_list and Tags.CONTINUOUS in tags:
+            context_continuous.append(name)
+        else:
+            raise FeatureError(f"column {name!r}: cannot use it (tags {sorted(t.value for t in tags)}, list={column.is_list}); "
+                               "exclude it with exclude_features")
+    if ignored:
+        warnings.warn("not used by the model: " + ", ".join(f"{k} ({v})" for k, v in ignored.items()), stacklevel=2)
+    return FeatureSpec(
+        item=item,
+        item_cardinality=_cardinality(schema[item]),
+        categorical=categorical,
+        continuous=tuple(continuous),
+        context_categorical=context_categorical,
+        context_continuous=tuple(context_continuous),
+        ignored=tuple(ignored),
+    )

@@ -1,0 +1,42 @@
+"""Full-catalog ranking metrics for next-item prediction, vectorised in torch.
+
+One relevant item per row (the next item), so Recall@k = HitRate@k, MAP@k = MRR@k and
+Precision@k = HitRate@k / k. The rank is the number of items scored strictly higher than
+the target: ties count in the target's favour, and a target that can never be
+recommended (padding, null, OOV: score -inf) is always a miss.
+"""
+from __future__ import annotations
+
+import torch
+
+DEFAULT_KS = (5, 10, 20)
+NAMES = ("ndcg", "recall", "hr", "mrr", "map", "precision")
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """0-based rank of each row's target among all items. `exclude` [B, L] holds item codes
+    removed from the ranking (e.g. the items already in the sequence): a target among them is
+    a miss, as it would never be recommended."""
+    if exclude is not None:
+        scores = scores.clone()
+        rows = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(exclude)
+        scores[rows, exclude] = float("-inf")
+    target_scores = scores.gather(1, targets[:, None])
+    ranks = (scores > target_scores).sum(1)
+    never = ~torch.isfinite(target_scores.squeeze(1))
+    return torch.where(never, torch.full_like(ranks, scores.shape[1]), ranks)
+
+
+def ranking_metrics(ranks: torch.Tensor, ks=DEFAULT_KS) -> dict[str, torch.Tensor]:
+    """Per-row metric values {f"{name}@{k}": [B]} from 0-based ranks."""
+    out = {}
+    ranks = ranks.float()
+    for k in ks:
+        hit = (ranks < k).float()
+        out[f"ndcg@{k}"] = hit / torch.log2(ranks + 2)
+        out[f"recall@{k}"] = hit
+        out[f"hr@{k}"] = hit
+        out[f"mrr@{k}"] = hit / (ranks + 1)
+        out[f"map@{k}"] = hit / (ranks + 1)
+        out[f"precision@{k}"] = hit / k
+    return out

@@ -1,0 +1,214 @@
+"""The next-item recommender: feature inputs -> sequence body -> next-item scores over the catalog.
+
+A batch is a dict of tensors named like the prepared columns: list features [B, L] (item
+codes, categorical codes, continuous values; 0 / 0.0 at padding) and context features [B].
+Padding may sit left, right or anywhere: `compact` moves the real events to the front, so
+every body sees right-padded sequences with positions 0..n-1, and the last real event is at
+n-1. What the model predicts is the item after the last real event:
+- causal bodies (CLM): the hidden state of the last real event;
+- bidirectional bodies (MLM): the hidden state of a [MASK] slot appended after it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody
+from training.features import FeatureSpec
+
+FIRST_ITEM_CODE = 3  # codes 0 pad, 1 null, 2 OOV are never recommended (SPECIAL_CODES in training.workflow)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "gpt2"  # body name, one of training.bodies.BODIES
+    task: str = "clm"  # clm | mlm: what training predicts (the body must support it)
+    d_model: int = 64  # hidden size of inputs, body and item table
+    n_layers: int = 2  # transformer blocks
+    n_heads: int = 2  # attention heads
+    dropout: float = 0.1  # inputs and body dropout
+    max_length: int = 200  # input events per sequence (the mask slot of MLM included)
+    max_positions: int | None = None  # body position table; None: max_length
+    aggregation: str = "concat"  # concat (then project to d_model) | element-wise-sum
+    feature_dim: int = 16  # embedding size of side features under concat
+    continuous_encoding: str = "linear"  # linear projection | soft-one-hot
+    soft_one_hot_bins: int = 16  # bins of the soft one-hot encoding
+    tie_weights: bool = True  # output layer shares the item embedding table
+    temperature: float = 1.0  # scores are divided by it
+    exclude_features: tuple[str, ...] = field(default_factory=tuple)  # prepared columns not to use
+
+
+class ModelConfigError(ValueError):
+    pass
+
+
+def check_config(config: ModelConfig) -> None:
+    if config.architecture not in BODIES:
+        raise ModelConfigError(f"architecture: unknown {config.architecture!r}; expected one of {sorted(BODIES)}")
+    tasks = BODIES[config.architecture].tasks
+    if config.task not in tasks:
+        hint = "CLM needs a causal (decoder) body" if config.task == "clm" else (
+            "PLM needs XLNet" if config.task == "plm" else "MLM/RTD need a bidirectional (encoder) body")
+        raise ModelConfigError(f"task {config.task!r} does not fit architecture {config.architecture!r} ({hint}); it supports {list(tasks)}")
+    if config.aggregation not in ("concat", "element-wise-sum"):
+        raise ModelConfigError(f"aggregation: expected 'concat' or 'element-wise-sum', got {config.aggregation!r}")
+    if config.continuous_encoding not in ("linear", "soft-one-hot"):
+        raise ModelConfigError(f"continuous_encoding: expected 'linear' or 'soft-one-hot', got {config.continuous_encoding!r}")
+    if config.d_model % config.n_heads:
+        raise ModelConfigError(f"d_model {config.d_model} must be a multiple of n_heads {config.n_heads}")
+    if config.max_positions is not None and config.max_length > config.max_positions:
+        raise ModelConfigError(f"max_length {config.max_length} is above the body's max_positions {config.max_positions}")
+
+
+class SoftOneHot(nn.Module):
+    """A continuous value as a softmax-weighted mix of learned bin embeddings."""
+
+    def __init__(self, bins: int, dim: int):
+        super().__init__()
+        self.projection = nn.Linear(1, bins)
+        self.bins = nn.Embedding(bins, dim)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.projection(values.unsqueeze(-1)), dim=-1)
+        return weights @ self.bins.weight
+
+
+class SequenceInputs(nn.Module):
+    """Per-event features (item, categorical, continuous) plus per-sequence context -> [B, L, d_model]."""
+
+    def __init__(self, spec: FeatureSpec, config: ModelConfig):
+        super().__init__()
+        self.spec = spec
+        summing = config.aggregation == "element-wise-sum"
+        side_dim = config.d_model if summing else config.feature_dim
+        # one extra row after the catalog: the [MASK] code of MLM
+        self.item_embedding = nn.Embedding(spec.item_cardinality + 1, config.d_model, padding_idx=0)
+        self.mask_code = spec.item_cardinality
+        self.categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim, padding_idx=0) for name, n in spec.categorical.items()})
+        encode = (lambda: nn.Linear(1, side_dim)) if config.continuous_encoding == "linear" else (lambda: SoftOneHot(config.soft_one_hot_bins, side_dim))
+        self.continuous = nn.ModuleDict({name: encode() for name in spec.continuous})
+        self.context_categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim) for name, n in spec.context_categorical.items()})
+        self.context_continuous = nn.ModuleDict({name: encode() for name in spec.context_continuous})
+        n_side = len(self.categorical) + len(self.continuous) + len(self.context_categorical) + len(self.context_continuous)
+        self.project = None if summing or n_side == 0 else nn.Linear(config.d_model + n_side * side_dim, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):  # small scores at the start, as HF initialises token tables
+                nn.init.normal_(module.weight, std=0.02)
+                if module.padding_idx is not None:
+                    nn.init.zeros_(module.weight[module.padding_idx])
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        items = batch[self.spec.item]
+        parts = [self.item_embedding(items)]
+        parts += [self.categorical[name](batch[name]) for name in self.categorical]
+        parts += [_encode_continuous(self.continuous[name], batch[name]) for name in self.continuous]
+        length = items.shape[1]
+        parts += [self.context_categorical[name](batch[name]).unsqueeze(1).expand(-1, length, -1) for name in self.context_categorical]
+        parts += [_encode_continuous(self.context_continuous[name], batch[name]).unsqueeze(1).expand(-1, length, -1)
+                  for name in self.context_continuous]
+        if self.project is None:
+            embeds = torch.stack(parts).sum(0)
+        else:
+            embeds = self.project(torch.cat(parts, dim=-1))
+        return self.dropout(self.norm(embeds))
+
+
+def _encode_continuous(encoder: nn.Module, values: torch.Tensor) -> torch.Tensor:
+    values = values.float()
+    return encoder(values.unsqueeze(-1)) if isinstance(encoder, nn.Linear) else encoder(values)
+
+
+def compact(batch: dict[str, torch.Tensor], item: str, list_columns) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Move each row's real events to the front, in order: left- or mid-padded rows become
+    right-padded. Returns the batch and the mask of real events."""
+    mask = batch[item] != 0
+    if not bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # already right-padded
+        return batch, mask
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
+    out = dict(batch)
+    for name in list_columns:
+        out[name] = torch.gather(batch[name], 1, order)
+    return out, torch.gather(mask, 1, order)
+
+
+def keep_last(batch: dict[str, torch.Tensor], mask: torch.Tensor, n: int, list_columns) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Keep each right-padded row's last `n` real events (right-padded, width <= n)."""
+    lengths = mask.sum(1)
+    width = mask.shape[1]
+    if width <= n:
+        return batch, mask
+    if int(lengths.max()) <= n:
+        return {k: (v[:, :n] if k in list_columns else v) for k, v in batch.items()}, mask[:, :n]
+    excess = (lengths - n).clamp(min=0)
+    index = (torch.arange(width, device=mask.device) + excess[:, None]).clamp(max=width - 1)[:, :n]
+    kept = torch.arange(n, device=mask.device) < (lengths - excess)[:, None]
+    out = dict(batch)
+    for name in list_columns:
+        values = torch.gather(batch[name], 1, index)
+        out[name] = torch.where(kept, values, torch.zeros_like(values))
+    return out, kept
+
+
+class NextItemModel(nn.Module):
+    def __init__(self, spec: FeatureSpec, config: ModelConfig):
+        super().__init__()
+        check_config(config)
+        self.spec, self.config = spec, config
+        self.inputs = SequenceInputs(spec, config)
+        body_config = BodyConfig(
+            d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, dropout=config.dropout,
+            max_positions=config.max_positions or config.max_length, causal=config.task == "clm",
+        )
+        try:
+            self.body = SequenceBody(config.architecture, body_config)
+        except BodyError as error:
+            raise ModelConfigError(str(error)) from None
+        self.output_bias = nn.Parameter(torch.zeros(spec.item_cardinality))
+        if config.tie_weights:
+            self.output_weight = None  # scores use inputs.item_embedding.weight: one storage
+        else:
+            self.output_weight = nn.Parameter(torch.empty(spec.item_cardinality, config.d_model))
+            nn.init.normal_(self.output_weight, std=0.02)
+
+    @property
+    def appends_mask(self) -> bool:
+        return self.config.task != "clm"
+
+    def item_weights(self) -> torch.Tensor:
+        weight = self.inputs.item_embedding.weight if self.output_weight is None else self.output_weight
+        return weight[: self.spec.item_cardinality]
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states [B, L, D] of a right-padded batch and its mask."""
+        mask = batch[self.spec.item] != 0
+        return self.body(self.inputs(batch), mask), mask
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-item scores over the catalog; special codes get -inf."""
+        logits = (hidden @ self.item_weights().T + self.output_bias) / self.config.temperature
+        logits[..., :FIRST_ITEM_CODE] = float("-inf")
+        return logits
+
+    def with_mask_slot(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Append a [MASK] event after each row's last real event; side features stay padding there."""
+        lengths = mask.sum(1)
+        out = dict(batch)
+        for name in self.spec.list_columns:
+            out[name] = torch.cat([batch[name], torch.zeros_like(batch[name][:, :1])], dim=1)
+        out[self.spec.item][torch.arange(len(lengths), device=lengths.device), lengths] = self.inputs.mask_code
+        return out, lengths
+
+    def next_item_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores [B, catalog] for the item after each row's last real event."""
+        batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
+        batch, mask = keep_last(batch, mask, self.config.max_length - int(self.appends_mask), self.spec.list_columns)
+        if self.appends_mask:
+            batch, last = self.with_mask_slot(batch, mask)
+        else:
+            last = mask.sum(1) - 1
+        hidden, _ = self.encode(batch)
+        return self.scores(hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp(min=0)])

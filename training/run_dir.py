@@ -1,0 +1,108 @@
+"""The run directory: the contract between training and export.
+
+    config.yaml               the resolved config (every section, every key)
+    run.json                  the prepared data folder it trained on
+    data/                     that folder's prepared.json, workflow/ and schema.pbtxt: what export needs
+    model.safetensors         the best weights (by the early-stopping metric)
+    checkpoint/               the last state to resume from: model.safetensors + state.pt
+                              (optimizer, scheduler, epoch, step, RNG states, history)
+    metrics.csv, metrics.json, tensorboard/, curves.png
+Files are written to a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from training import prepared
+from training.config import Config, build_config
+from training.features import FeatureSpec, feature_spec
+
+CONFIG = "config.yaml"
+RUN = "run.json"
+DATA = "data"
+WEIGHTS = "model.safetensors"
+CHECKPOINT = "checkpoint"
+STATE = "state.pt"
+
+
+def _replace(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def create(run: Path, data: Path, config: Config) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    _replace(run / CONFIG, lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+    _replace(run / RUN, lambda p: p.write_text(json.dumps({"data_dir": str(Path(data).resolve())}, indent=1) + "\n"))
+    staging = run / f".{DATA}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    shutil.copy2(Path(data) / prepared.SUMMARY_FILE, staging / prepared.SUMMARY_FILE)
+    shutil.copytree(Path(data) / prepared.WORKFLOW_DIR, staging / prepared.WORKFLOW_DIR)
+    (staging / "train").mkdir()
+    shutil.copy2(Path(data) / "train" / "schema.pbtxt", staging / "train" / "schema.pbtxt")
+    shutil.rmtree(run / DATA, ignore_errors=True)
+    staging.rename(run / DATA)
+
+
+def data_dir(run: Path) -> Path:
+    path = Path(run) / RUN
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} is not a run directory: {RUN} not found")
+    return Path(json.loads(path.read_text())["data_dir"])
+
+
+def load_config(run: Path) -> Config:
+    path = Path(run) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} is not a run directory: {CONFIG} not found")
+    return build_config(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    _replace(path, lambda p: save_file(tensors, str(p)))
+
+
+def save_checkpoint(run: Path, model, state: dict) -> None:
+    folder = Path(run) / CHECKPOINT
+    folder.mkdir(exist_ok=True)
+    save_weights(model, folder / WEIGHTS)
+    _replace(folder / STATE, lambda p: torch.save(state, p))
+
+
+def load_checkpoint(run: Path, model) -> dict:
+    folder = Path(run) / CHECKPOINT
+    if not (folder / STATE).is_file():
+        raise FileNotFoundError(f"no checkpoint to resume in {folder}")
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return torch.load(folder / STATE, weights_only=True)
+
+
+def spec_of(run: Path, config: Config) -> FeatureSpec:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return feature_spec(Path(run) / DATA, config.model.exclude_features)
+
+
+def load_model(run: Path):
+    """The best weights of a run, ready for inference (eval mode)."""
+    from training.model import NextItemModel
+
+    config = load_config(run)
+    model = NextItemModel(spec_of(run, config), config.model)
+    weights = Path(run) / WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run}: no {WEIGHTS}; the run has not finished an evaluation")
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval(), config

@@ -1,0 +1,255 @@
+"""Train a next-item recommender on a prepared folder.
+
+    python -m training.train --config training/configs/gpt2_clm.yaml --data DIR --out RUN_DIR [section.key=value ...] [--resume]
+
+AdamW (decay on matrices only), linear warmup then cosine/linear decay, gradient clipping,
+evaluation on the validation split every N epochs with early stopping on one metric, the best
+weights kept, the last state checkpointed (a resumed run continues the same loss curve),
+metrics to CSV, JSON, TensorBoard and a PNG plot. Every config, data and model error is
+raised before the first step.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from training import run_dir
+from training.config import Config, ConfigError, load_config
+from training.data import SequenceData
+from training.evaluate import evaluate
+from training.features import FeatureError, feature_spec
+from training.losses import LossError, NextItemLoss, check_loss
+from training.model import ModelConfigError, NextItemModel
+from training.tasks import task_loss
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices (embeddings, projections); not biases, norms or other 1-D parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "linear":
+            return 1 - progress
+        return 1.0
+    return factor
+
+
+class Trainer:
+    def __init__(self, config: Config, data: Path, out: Path):
+        self.config, self.data, self.out = config, Path(data), Path(out)
+        train = config.train
+        if train.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule: expected one of {list(SCHEDULES)}, got {train.schedule!r}")
+        metric_names = {f"{m}@{k}" for m in ("ndcg", "recall", "hr", "mrr", "map", "precision") for k in train.ks}
+        if train.early_stopping_metric not in metric_names:
+            raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
+        check_loss(config.loss)
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        torch.manual_seed(train.seed)
+        self.spec = feature_spec(self.data, config.model.exclude_features)
+        self.model = NextItemModel(self.spec, config.model)
+        self.train_data = SequenceData(self.data, "train", self.spec)
+        self.valid_data = SequenceData(self.data, "valid", self.spec)
+        if len(self.train_data) == 0:
+            raise FeatureError(f"data dir {self.data}: no training sequence with 2 or more events")
+        self.loss = NextItemLoss(config.loss, self.train_data.item_counts())
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=tuple(train.betas))
+        self.steps_per_epoch = math.ceil(len(self.train_data) / train.batch_size)
+        total = self.steps_per_epoch * train.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.schedule, train.warmup_steps, total))
+        self.generator = torch.Generator().manual_seed(train.seed)
+        self.epoch, self.step, self.history, self.best, self.bad_evals = 0, 0, [], None, 0
+
+    # --- state -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
+            "bad_evals": self.bad_evals, "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def resume(self) -> None:
+        state = run_dir.load_checkpoint(self.out, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        self.best, self.bad_evals = state["best"], state["bad_evals"]
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    # --- loop ------------------------------------------------------------------------------
+    def train_epoch(self, deadline: float | None) -> dict:
+        train = self.config.train
+        self.model.train()
+        losses, sequences, started = [], 0, time.perf_counter()
+        batches = self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch)
+        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
+                   leave=False, disable=None, file=sys.stderr)
+        for batch in bar:
+            loss = task_loss(self.model, batch, self.loss, self.config.task, self.generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if train.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_grad)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            losses.append(loss.item())
+            sequences += len(batch[self.spec.item])
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+        seconds = time.perf_counter() - started
+        return {"train_loss": sum(losses) / max(len(losses), 1), "train_seconds": seconds, "sequences_per_s": sequences / seconds}
+
+    def run(self, resume: bool = False) -> dict:
+        train = self.config.train
+        run_dir.create(self.out, self.data, self.config)
+        if resume:
+            self.resume()
+        deadline = time.perf_counter() + 60 * train.time_budget_minutes if train.time_budget_minutes else None
+        writer = _tensorboard(self.out)
+        stopped = "epochs"
+        while self.epoch < train.epochs:
+            record = {"epoch": self.epoch + 1, **self.train_epoch(deadline)}
+            self.epoch += 1
+            out_of_time = deadline is not None and time.perf_counter() > deadline
+            if self.epoch % train.eval_every_epochs == 0 or self.epoch == train.epochs or out_of_time:
+                metrics = evaluate(self.model, self.valid_data, train.ks, train.exclude_seen, train.eval_batch_size)
+                record.update({f"valid_{k}": v for k, v in metrics.items()})
+                score = metrics[train.early_stopping_metric]
+                if self.best is None or score > self.best["score"]:
+                    self.best, self.bad_evals = {"epoch": self.epoch, "score": score}, 0
+                    run_dir.save_weights(self.model, self.out / run_dir.WEIGHTS)
+                else:
+                    self.bad_evals += 1
+            record["step"] = self.step
+            self.history.append(record)
+            _log(writer, record)
+            tqdm.write(_summary_line(record, train.early_stopping_metric), file=sys.stderr)
+            run_dir.save_checkpoint(self.out, self.model, self.state())
+            self._write_metrics()
+            if out_of_time:
+                stopped = "time budget"
+                break
+            if train.patience and self.bad_evals >= train.patience:
+                stopped = "early stopping"
+                break
+        if writer is not None:
+            writer.close()
+        return self.finish(stopped)
+
+    def finish(self, stopped: str) -> dict:
+        model, config = run_dir.load_model(self.out)
+        test = SequenceData(self.data, "test", self.spec)
+        train = config.train
+        result = {
+            "stopped_by": stopped,
+            "best_epoch": self.best["epoch"],
+            "valid": {k[len("valid_"):]: v for k, v in self.history[self.best["epoch"] - 1].items() if k.startswith("valid_")},
+            "test": evaluate(model, test, train.ks, train.exclude_seen, train.eval_batch_size),
+            "train_sequences_per_s": sum(r["sequences_per_s"] for r in self.history) / len(self.history),
+            "train_seconds": sum(r["train_seconds"] for r in self.history),
+            "steps": self.step,
+        }
+        (self.out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+        _plot(self.history, self.out / "curves.png", train.early_stopping_metric)
+        return result
+
+    def _write_metrics(self) -> None:
+        columns = sorted({k for record in self.history for k in record}, key=lambda k: (k not in ("epoch", "step"), k))
+        path = self.out / "metrics.csv"
+        with open(path.with_suffix(".tmp"), "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.history)
+        path.with_suffix(".tmp").replace(path)
+
+
+def _summary_line(record: dict, metric: str) -> str:
+    text = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, {record['sequences_per_s']:.0f} seq/s"
+    if f"valid_{metric}" in record:
+        text += f", valid {metric} {record[f'valid_{metric}']:.4f}"
+    return text
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is in requirements.txt; a bare install still trains
+        warnings.warn("tensorboard not installed: no TensorBoard logs")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _log(writer, record: dict) -> None:
+    if writer is None:
+        return
+    for name, value in record.items():
+        if name not in ("epoch", "step"):
+            writer.add_scalar(name.replace("valid_", "valid/").replace("train_", "train/"), value, record["step"])
+    writer.flush()
+
+
+def _plot(history: list[dict], path: Path, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in history]
+    loss_axis.plot(epochs, [r["train_loss"] for r in history], marker="o")
+    loss_axis.set(title="training loss", xlabel="epoch")
+    evaluated = [r for r in history if f"valid_{metric}" in r]
+    metric_axis.plot([r["epoch"] for r in evaluated], [r[f"valid_{metric}"] for r in evaluated], marker="o", color="tab:green")
+    metric_axis.set(title=f"validation {metric}", xlabel="epoch")
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="YAML config (training/configs/*.yaml)")
+    parser.add_argument("--data", type=Path, required=True, help="prepared folder (python -m training.prepare)")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. model.d_model=128 train.epochs=3")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.out.exists() and any(args.out.iterdir()) and not args.resume:
+            raise ConfigError(f"run directory {args.out} exists and is not empty: choose another --out or pass --resume")
+        trainer = Trainer(config, args.data, args.out)
+    except (ConfigError, ModelConfigError, LossError, FeatureError, FileNotFoundError) as error:
+        raise SystemExit(f"train: {error}")
+    result = trainer.run(resume=args.resume)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
