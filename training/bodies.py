@@ -72,7 +72,7 @@ def _xlnet(cfg: BodyConfig) -> nn.Module:
     common = {k: v for k, v in _common(cfg).items() if k != "attn_implementation"}  # XLNet has no SDPA path
     config = hf.XLNetConfig(
         d_model=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads, d_inner=4 * cfg.d_model, dropout=cfg.dropout,
-        attn_type="uni" if cfg.causal else "bi", use_mems_train=False, use_mems_eval=False, mem_len=None, **common,
+        attn_type="bi", use_mems_train=False, use_mems_eval=False, mem_len=None, **common,
     )
     return hf.XLNetModel(config)
 
@@ -121,11 +121,16 @@ class SequenceBody(nn.Module):
         self.model = kind.build(cfg)
         self.position_offset = 2 if name == "roberta" else 0  # RoBERTa's positions start after its padding index
         self.takes_positions = name not in ("xlnet", "gru")
+        self.causal_by_perm_mask = name == "xlnet" and cfg.causal  # HF's attn_type="uni" breaks with padding masks
 
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.name == "gru":
             return self.model(embeds)
         kwargs = dict(inputs_embeds=embeds, attention_mask=mask.long())
+        if self.causal_by_perm_mask:  # perm_mask[b, i, j] = 1: event i does not see event j
+            length = embeds.shape[1]
+            future = torch.ones(length, length, device=embeds.device).triu(1)
+            kwargs["perm_mask"] = future.expand(embeds.shape[0], -1, -1)
         if self.takes_positions:
             positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
             kwargs["position_ids"] = positions + self.position_offset

@@ -194,12 +194,15 @@ class NextItemModel(nn.Module):
         return logits
 
     def with_mask_slot(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Append a [MASK] event after each row's last real event; side features stay padding there."""
+        """Append a [MASK] event after each row's last real event, its side features zeroed."""
         lengths = mask.sum(1)
         out = dict(batch)
         for name in self.spec.list_columns:
             out[name] = torch.cat([batch[name], torch.zeros_like(batch[name][:, :1])], dim=1)
-        out[self.spec.item][torch.arange(len(lengths), device=lengths.device), lengths] = self.inputs.mask_code
+        rows = torch.arange(len(lengths), device=lengths.device)
+        out[self.spec.item][rows, lengths] = self.inputs.mask_code
+        for name in self.spec.list_columns[1:]:  # the next event's side features are unknown
+            out[name][rows, lengths] = 0
         return out, lengths
 
     def next_item_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,151 @@
+"""The model's contract: the item after the last real event is predicted, padding is ignored,
+no future event is visible to a causal body, special codes are never recommended, and tied
+weights share one storage."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from training.bodies import BODIES
+from training.features import FeatureSpec
+from training.model import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel, compact, keep_last
+
+SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8}, continuous=("price",),
+                   context_categorical={"device": 4}, context_continuous=("age",))
+CAUSAL = [(name, "clm") for name in BODIES if "clm" in BODIES[name].tasks]
+ALL = CAUSAL + [(name, "mlm") for name in BODIES if "mlm" in BODIES[name].tasks]
+
+
+def _model(architecture, task, **overrides):
+    torch.manual_seed(0)
+    config = ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=2, n_heads=2, max_length=10, **overrides)
+    return NextItemModel(SPEC, config).eval()
+
+
+def _batch(lengths, width=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    return {
+        "items": torch.randint(FIRST_ITEM_CODE, 60, (len(lengths), width), generator=generator) * mask,
+        "category": torch.randint(3, 8, (len(lengths), width), generator=generator) * mask,
+        "price": torch.randn(len(lengths), width, generator=generator) * mask,
+        "device": torch.randint(0, 4, (len(lengths),), generator=generator),
+        "age": torch.randn(len(lengths), generator=generator),
+    }
+
+
+def _left_padded(batch):
+    out = dict(batch)
+    lengths = (batch["items"] != 0).sum(1)
+    for name in ("items", "category", "price"):
+        out[name] = torch.stack([row.roll(int(row.shape[0] - n)) for row, n in zip(batch[name], lengths)])
+    return out
+
+
+@pytest.mark.parametrize("architecture,task", ALL)
+def test_left_and_right_padding_give_the_same_scores(architecture, task):
+    model = _model(architecture, task)
+    batch = _batch([8, 3, 5])
+    with torch.no_grad():
+        right = model.next_item_scores(batch)
+        left = model.next_item_scores(_left_padded(batch))
+    torch.testing.assert_close(left, right, rtol=1e-4, atol=1e-5)
+    assert torch.isinf(right[:, :FIRST_ITEM_CODE]).all() and torch.isfinite(right[:, FIRST_ITEM_CODE:]).all()
+
+
+@pytest.mark.parametrize("architecture,task", CAUSAL)
+def test_causal_bodies_do_not_see_the_future(architecture, task):
+    model = _model(architecture, task)
+    batch = _batch([8, 8])
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["items"][:, 5:] = FIRST_ITEM_CODE + (changed["items"][:, 5:] + 7) % (60 - FIRST_ITEM_CODE)
+    changed["category"][:, 5:] = 3
+    changed["price"][:, 5:] += 5.0
+    with torch.no_grad():
+        hidden, _ = model.encode(batch)
+        hidden_changed, _ = model.encode(changed)
+    torch.testing.assert_close(hidden[:, :5], hidden_changed[:, :5], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(hidden[:, 5:], hidden_changed[:, 5:])
+
+
+@pytest.mark.parametrize("architecture,task", ALL)
+def test_padding_content_is_ignored(architecture, task):
+    model = _model(architecture, task)
+    batch = _batch([4, 6])
+    noisy = {k: v.clone() for k, v in batch.items()}
+    noisy["price"][noisy["items"] == 0] = 99.0  # garbage behind the padding of the item column
+    with torch.no_grad():
+        torch.testing.assert_close(model.next_item_scores(noisy), model.next_item_scores(batch))
+
+
+def test_mlm_scores_a_mask_slot_after_the_last_event():
+    model = _model("bert", "mlm")
+    batch = _batch([3, 8])
+    compacted, mask = compact(batch, "items", SPEC.list_columns)
+    kept, mask = keep_last(compacted, mask, 9, SPEC.list_columns)
+    slotted, positions = model.with_mask_slot(kept, mask)
+    assert positions.tolist() == [3, 8]
+    assert slotted["items"][0, 3] == slotted["items"][1, 8] == model.inputs.mask_code
+    assert slotted["items"][0, :3].tolist() == batch["items"][0, :3].tolist()
+    assert slotted["category"][0, 3] == 0 and slotted["price"][1, 8] == 0
+
+
+def test_keep_last_keeps_each_rows_last_events():
+    batch = {"items": torch.tensor([[5, 6, 7, 8, 0], [9, 10, 0, 0, 0]])}
+    kept, mask = keep_last(batch, batch["items"] != 0, 3, ("items",))
+    assert kept["items"].tolist() == [[6, 7, 8], [9, 10, 0]]
+    assert mask.tolist() == [[True, True, True], [True, True, False]]
+
+
+def test_sequences_longer_than_max_length_are_cut_to_the_last_events():
+    model = _model("gpt2", "clm")  # max_length 10
+    long = _batch([14], width=14)
+    with torch.no_grad():
+        torch.testing.assert_close(model.next_item_scores(long), model.next_item_scores({
+            k: (v[:, -10:] if k in SPEC.list_columns else v) for k, v in long.items()}))
+
+
+def test_tied_weights_share_one_storage():
+    tied, untied = _model("gpt2", "clm"), _model("gpt2", "clm", tie_weights=False)
+    assert tied.item_weights().data_ptr() == tied.inputs.item_embedding.weight.data_ptr()
+    assert untied.item_weights().data_ptr() != untied.inputs.item_embedding.weight.data_ptr()
+    assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == 60 * 16
+
+
+@pytest.mark.parametrize("aggregation,encoding", [("element-wise-sum", "linear"), ("concat", "soft-one-hot")])
+def test_other_input_blocks(aggregation, encoding):
+    model = _model("gpt2", "clm", aggregation=aggregation, continuous_encoding=encoding)
+    assert model.inputs.project is None if aggregation == "element-wise-sum" else model.inputs.project is not None
+    with torch.no_grad():
+        scores = model.next_item_scores(_batch([2, 5]))
+    assert scores.shape == (2, 60) and torch.isfinite(scores[:, FIRST_ITEM_CODE:]).all()
+
+
+def test_every_feature_changes_the_output():
+    model = _model("gpt2", "clm")
+    batch = _batch([5, 5])
+    with torch.no_grad():
+        base = model.next_item_scores(batch)
+        for name in ("category", "price", "device", "age"):
+            changed = dict(batch)
+            changed[name] = batch[name] + (1 if batch[name].dtype == torch.int64 else 0.5)
+            if name == "category":
+                changed[name] = torch.where(batch["items"] != 0, 3 + (batch[name] - 2) % 5, 0)
+            if name == "device":
+                changed[name] = (batch[name] + 1) % 4
+            assert not torch.allclose(model.next_item_scores(changed), base), name
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(architecture="transformer-xl"), "architecture: unknown 'transformer-xl'"),
+    (dict(architecture="bert", task="clm"), "task 'clm' does not fit architecture 'bert'"),
+    (dict(architecture="gpt2", task="mlm"), "task 'mlm' does not fit architecture 'gpt2'"),
+    (dict(architecture="llama", task="plm"), "PLM needs XLNet"),
+    (dict(architecture="bert", task="mlm", max_length=600), "above bert's limit of 512"),
+    (dict(max_length=300, max_positions=200), "max_length 300 is above the body's max_positions 200"),
+])
+def test_bad_model_configs_are_refused(overrides, message):
+    with pytest.raises(ModelConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        NextItemModel(SPEC, ModelConfig(**{"d_model": 16, **overrides}))

@@ -1,0 +1,177 @@
+"""Losses, tasks, the trainer and its run directory, on the prepared synthetic data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from tests.conftest import PYTHON, ROOT
+from training import run_dir
+from training.config import ConfigError, build_config, load_config
+from training.features import FeatureError, feature_spec
+from training.losses import LossConfig, NextItemLoss
+from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
+from training.train import Trainer
+
+CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
+FAST = ["train.epochs=1", "train.warmup_steps=2", "model.d_model=16", "model.max_length=12", "train.batch_size=256"]
+
+
+def _model(spec, **overrides):
+    torch.manual_seed(0)
+    return NextItemModel(spec, ModelConfig(d_model=16, max_length=12, **overrides))
+
+
+@pytest.fixture(scope="module")
+def spec(prepared_synthetic):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return feature_spec(prepared_synthetic)
+
+
+def test_feature_spec_uses_every_feature_and_names_the_rest(prepared_synthetic):
+    with pytest.warns(UserWarning, match=r"not used by the model: session_id \(sequence key\), timestamp_first"):
+        spec = feature_spec(prepared_synthetic)
+    assert spec.item == "item_id_list" and set(spec.categorical) == {"category_list"}
+    assert spec.continuous == ("price_list",) and set(spec.context_categorical) == {"user_id_first", "device_first"}
+    with pytest.warns(UserWarning, match=r"user_id_first \(excluded by the config\)"):
+        assert "user_id_first" not in feature_spec(prepared_synthetic, exclude=("user_id_first",)).context_categorical
+    with pytest.raises(FeatureError, match=r"exclude_features: unknown column\(s\) \['nope'\]"):
+        feature_spec(prepared_synthetic, exclude=("nope",))
+
+
+def test_full_cross_entropy_is_softmax_over_real_items(spec):
+    model = _model(spec, temperature=0.5)
+    hidden, targets = torch.randn(4, 16), torch.tensor([3, 10, 50, 7])
+    logits = (hidden @ model.inputs.item_embedding.weight[FIRST_ITEM_CODE:spec.item_cardinality].T) / 0.5
+    expected = F.cross_entropy(logits, targets - FIRST_ITEM_CODE)
+    torch.testing.assert_close(NextItemLoss(LossConfig())(model, hidden, targets), expected)
+    smoothed = NextItemLoss(LossConfig(label_smoothing=0.1))(model, hidden, targets)
+    torch.testing.assert_close(smoothed, F.cross_entropy(logits, targets - FIRST_ITEM_CODE, label_smoothing=0.1))
+
+
+def test_sampled_softmax_corrects_by_log_q_and_masks_accidental_hits(spec):
+    model = _model(spec)
+    loss = NextItemLoss(LossConfig(loss="sampled", n_negatives=3))
+    hidden, targets = torch.randn(2, 16), torch.tensor([5, 9])
+    negatives = torch.tensor([9, 20, 30])
+    log_q = torch.log(torch.full((3,), 0.25))
+    got = loss._sampled_softmax(model, hidden, targets, negatives, log_q)
+    candidates = torch.tensor([5, 9, 9, 20, 30])
+    logits = hidden @ model.inputs.item_embedding.weight[candidates].T - torch.log(torch.tensor(0.25))
+    logits[1, 2] = float("-inf")  # row 1's target 9 drawn as a negative: not a negative
+    logits[0, 1] = logits[0, 1]
+    torch.testing.assert_close(got, F.cross_entropy(logits, torch.tensor([0, 1])))
+
+
+def test_gbce_with_t_zero_is_plain_binary_cross_entropy(spec):
+    model = _model(spec)
+    loss = NextItemLoss(LossConfig(loss="gbce", n_negatives=4, gbce_t=0.0))
+    hidden, targets, negatives = torch.randn(3, 16), torch.tensor([4, 5, 6]), torch.tensor([10, 11, 12, 13])
+    weights = model.inputs.item_embedding.weight
+    positive = (hidden * weights[targets]).sum(-1)
+    negative = hidden @ weights[negatives].T
+    expected = (-F.logsigmoid(positive) - F.logsigmoid(-negative).sum(-1)).mean()
+    torch.testing.assert_close(loss._gbce(model, hidden, targets, negatives), expected)
+
+
+@pytest.mark.parametrize("loss_name,negatives", [("sampled", "popularity"), ("sampled", "uniform"), ("gbce", "uniform")])
+def test_sampled_losses_train(prepared_synthetic, tmp_path, loss_name, negatives):
+    overrides = [f"loss.loss={loss_name}", f"loss.negatives={negatives}", "loss.n_negatives=64", "train.epochs=3", "train.batch_size=64"]
+    config = load_config(None, FAST + overrides)
+    result = Trainer(config, prepared_synthetic, tmp_path / "run").run()
+    assert result["test"]["ndcg@10"] > 0.05  # well above chance (1 / 500 items)
+
+
+@pytest.mark.parametrize("config_file", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_trains_and_writes_a_run_dir(prepared_synthetic, tmp_path, config_file):
+    config = load_config(config_file, FAST)
+    out = tmp_path / "run"
+    result = Trainer(config, prepared_synthetic, out).run()
+    assert result["steps"] > 0 and 0 <= result["test"]["ndcg@10"] <= 1
+    for name in ("config.yaml", "run.json", "model.safetensors", "metrics.json", "metrics.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "data" / "workflow" / "workflow.pkl").is_file() and (out / "data" / "train" / "schema.pbtxt").is_file()
+    assert list((out / "tensorboard").iterdir())
+    assert run_dir.load_config(out) == config
+
+
+def test_training_learns_the_synthetic_transitions(prepared_synthetic, tmp_path):
+    config = load_config(ROOT / "training/configs/gpt2_clm.yaml", ["model.max_length=12", "train.epochs=4", "train.warmup_steps=10"])
+    result = Trainer(config, prepared_synthetic, tmp_path / "run").run()
+    popularity_only = 0.15  # hr@10 of always recommending the 10 most popular items is far below
+    assert result["test"]["hr@10"] > 2 * popularity_only
+
+
+def test_resumed_run_follows_the_uninterrupted_one(prepared_synthetic, tmp_path):
+    config = load_config(ROOT / "training/configs/bert_mlm.yaml", FAST + ["train.epochs=3"])
+    whole = Trainer(config, prepared_synthetic, tmp_path / "whole")
+    whole.run()
+    first_run(Trainer(config, prepared_synthetic, tmp_path / "split"))
+    resumed = Trainer(config, prepared_synthetic, tmp_path / "split")
+    resumed.run(resume=True)
+    assert len(resumed.history) == len(whole.history) == 3
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in whole.history], rel=1e-5)
+    weights_whole = load_file(str(tmp_path / "whole" / "checkpoint" / "model.safetensors"))
+    weights_split = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
+    for name in weights_whole:
+        torch.testing.assert_close(weights_split[name], weights_whole[name], msg=name)
+
+
+def first_run(trainer):
+    """Run one epoch, checkpoint, stop: as if the process were killed after its first epoch."""
+    run_dir.create(trainer.out, trainer.data, trainer.config)
+    record = {"epoch": 1, **trainer.train_epoch(None)}
+    trainer.epoch = 1
+    record["step"] = trainer.step
+    trainer.history.append(record)
+    run_dir.save_checkpoint(trainer.out, trainer.model, trainer.state())
+
+
+def test_evaluate_command_recomputes_the_saved_test_metrics(prepared_synthetic, tmp_path):
+    out = tmp_path / "run"
+    result = Trainer(load_config(ROOT / "training/configs/gpt2_clm.yaml", FAST), prepared_synthetic, out).run()
+    completed = subprocess.run([PYTHON, "-m", "training.evaluate", "--run", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    printed = json.loads(completed.stdout)
+    assert printed["ndcg@10"] == pytest.approx(result["test"]["ndcg@10"], abs=1e-5)
+    assert printed["hr@10"] == pytest.approx(result["test"]["hr@10"], abs=1e-5)
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["model.d_modle=32"], "unknown key(s) ['model.d_modle']"),
+    (["trian.epochs=1"], "unknown section(s) ['trian']"),
+    (["model.architecture=transformer-xl"], "architecture: unknown 'transformer-xl'"),
+    (["model.architecture=bert", "model.task=clm"], "task 'clm' does not fit architecture 'bert'"),
+    (["model.architecture=gpt2", "model.task=plm"], "task 'plm' does not fit architecture 'gpt2'"),
+    (["model.architecture=bert", "model.task=mlm", "model.max_length=1000"], "max length 1000 is above bert's limit of 512"),
+    (["train.early_stopping_metric=auc"], "early_stopping_metric: 'auc' is not computed"),
+])
+def test_bad_config_is_a_one_line_error_before_training(prepared_synthetic, tmp_path, arguments, message):
+    out = tmp_path / "run"
+    completed = subprocess.run([PYTHON, "-m", "training.train", "--data", str(prepared_synthetic), "--out", str(out), *arguments],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0
+    lines = [line for line in completed.stderr.strip().splitlines() if not line.startswith(("  warn", "/"))]
+    assert lines[-1].startswith("train: ") and message in lines[-1], completed.stderr
+    assert not out.exists()
+
+
+def test_data_dir_without_schema_is_refused(tmp_path):
+    completed = subprocess.run([PYTHON, "-m", "training.train", "--data", str(tmp_path), "--out", str(tmp_path / "run")],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0 and "no train/schema.pbtxt" in completed.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_values_are_typed():
+    config = build_config({"model": {"exclude_features": "user_id_first", "d_model": "32"}, "train": {"ks": 10}})
+    assert config.model.exclude_features == ("user_id_first",) and config.model.d_model == 32 and config.train.ks == (10,)
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, ["epochs=3"])
