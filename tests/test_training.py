@@ -175,3 +175,22 @@ def test_config_values_are_typed():
     assert config.model.exclude_features == ("user_id_first",) and config.model.d_model == 32 and config.train.ks == (10,)
     with pytest.raises(ConfigError, match="expected section.key=value"):
         load_config(None, ["epochs=3"])
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing, monkeypatch):
+    from training.losses import ChunkedCrossEntropy
+
+    monkeypatch.setattr(ChunkedCrossEntropy, "CHUNK", 7)  # several chunks and a ragged last one
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(30, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(50, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (30,), generator=generator)
+    ours = ChunkedCrossEntropy.apply(hidden, weight, bias, targets, smoothing)
+    ours_grads = torch.autograd.grad(ours, (hidden, weight, bias))
+    reference = F.cross_entropy(hidden @ weight.T + bias, targets, label_smoothing=smoothing)
+    reference_grads = torch.autograd.grad(reference, (hidden, weight, bias))
+    torch.testing.assert_close(ours, reference)
+    for got, want in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(got, want)

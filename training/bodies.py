@@ -20,6 +20,7 @@ class BodyConfig:
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.1
+    attention_dropout: float = 0.1  # on attention probabilities: costly on the CPU ([B, heads, L, L] masks)
     max_positions: int = 200  # position table size; the longest sequence the body accepts
     causal: bool = True  # CLM wants a causal body; MLM a bidirectional one (where the body offers both)
 
@@ -33,7 +34,7 @@ class BodyKind:
 
 def _common(cfg: BodyConfig) -> dict:
     # no vocabulary: items come in as embeddings; no special token ids to validate
-    return dict(vocab_size=1, pad_token_id=None, bos_token_id=None, eos_token_id=None, attn_implementation="sdpa")
+    return dict(vocab_size=1, pad_token_id=None, bos_token_id=None, eos_token_id=None, attn_implementation=ATTENTION)
 
 
 def _bert_like(config_class, model_class, pooler: bool = True, embedding_size: bool = False, position_offset: int = 0, **extra):
@@ -41,7 +42,7 @@ def _bert_like(config_class, model_class, pooler: bool = True, embedding_size: b
         sizes = {"embedding_size": cfg.d_model} if embedding_size else {}
         config = config_class(
             hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-            intermediate_size=4 * cfg.d_model, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+            intermediate_size=4 * cfg.d_model, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.attention_dropout,
             max_position_embeddings=cfg.max_positions + position_offset, type_vocab_size=1,
             **{**_common(cfg), **sizes, **extra},
         )
@@ -53,7 +54,7 @@ def _decoder(config_class, model_class):
     def build(cfg: BodyConfig) -> nn.Module:
         config = config_class(
             hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.n_heads, intermediate_size=4 * cfg.d_model, attention_dropout=cfg.dropout,
+            num_key_value_heads=cfg.n_heads, intermediate_size=4 * cfg.d_model, attention_dropout=cfg.attention_dropout,
             max_position_embeddings=cfg.max_positions, use_cache=False, **_common(cfg),
         )
         return model_class(config)
@@ -63,7 +64,7 @@ def _decoder(config_class, model_class):
 def _gpt2(cfg: BodyConfig) -> nn.Module:
     config = hf.GPT2Config(
         n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads, n_positions=cfg.max_positions,
-        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, use_cache=False, **_common(cfg),
+        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.attention_dropout, use_cache=False, **_common(cfg),
     )
     return hf.GPT2Model(config)
 
@@ -87,6 +88,7 @@ class GRUBody(nn.Module):
         return hidden
 
 
+ATTENTION = "sdpa"
 ENCODER_TASKS = ("mlm", "rtd")
 DECODER_TASKS = ("clm",)
 BODIES: dict[str, BodyKind] = {

@@ -32,6 +32,9 @@ class TrainConfig:
     time_budget_minutes: float | None = None  # stop training after this wall time (then evaluate)
     seed: int = 0  # weights, batch order, masking and dropout
     threads: int | None = None  # torch intra-op threads; None: torch's default
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    amp: str = "none"  # mixed precision: none | bf16 (CPU with AVX512-BF16/AMX, or GPU) | fp16 (GPU)
+    bucket_by_length: bool = True  # batch sequences of similar length together (less padding), batch order shuffled
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ from training.model import NextItemModel
 @torch.no_grad()
 def evaluate(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512) -> dict[str, float]:
     model.eval()
+    device = next(model.parameters()).device
     sums: dict[str, float] = {}
     for batch in data.batches(batch_size, drop_last_event=True):
+        batch = {name: values.to(device) for name, values in batch.items()}
         targets = batch.pop("targets")
         scores = model.next_item_scores(batch)
         ranks = target_ranks(scores, targets, exclude=batch[model.spec.item] if exclude_seen else None)

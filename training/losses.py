@@ -60,21 +60,25 @@ class NextItemLoss:
         return self._gbce(model, hidden, targets, negatives)
 
     def _full(self, model, hidden, targets):
+        temperature = model.config.temperature
         weights = model.item_weights()[FIRST_ITEM_CODE:]
-        logits = (hidden @ weights.T + model.output_bias[FIRST_ITEM_CODE:]) / model.config.temperature
-        return F.cross_entropy(logits, targets - FIRST_ITEM_CODE, label_smoothing=self.config.label_smoothing)
+        bias = model.output_bias[FIRST_ITEM_CODE:]
+        if temperature != 1.0:  # scaling [N, D] and the bias is cheaper than scaling [N, catalog]
+            hidden, bias = hidden / temperature, bias / temperature
+        return ChunkedCrossEntropy.apply(hidden, weights, bias, targets - FIRST_ITEM_CODE, self.config.label_smoothing)
 
     def _sample(self, model, device, generator):
+        """Negatives drawn on the CPU generator (the same draws on any device), with their log q."""
         catalog = model.spec.item_cardinality
         n = self.config.n_negatives
         if self.config.negatives == "popularity":
             if self.popularity is None:
                 raise LossError("negatives 'popularity' needs item counts from the training data")
-            q = self.popularity.to(device)
-            negatives = torch.multinomial(q, n, replacement=True, generator=generator)
-            return negatives, torch.log(q[negatives])
-        negatives = torch.randint(FIRST_ITEM_CODE, catalog, (n,), device=device, generator=generator)
-        return negatives, torch.full((n,), -torch.log(torch.tensor(float(catalog - FIRST_ITEM_CODE))), device=device)
+            negatives = torch.multinomial(self.popularity, n, replacement=True, generator=generator)
+            return negatives.to(device), torch.log(self.popularity[negatives]).to(device)
+        negatives = torch.randint(FIRST_ITEM_CODE, catalog, (n,), generator=generator)
+        log_q = torch.full((n,), -torch.log(torch.tensor(float(catalog - FIRST_ITEM_CODE))).item())
+        return negatives.to(device), log_q.to(device)
 
     def _logits(self, model, hidden, candidates):
         weights = model.item_weights()[candidates]
@@ -104,3 +108,70 @@ class NextItemLoss:
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         loss = -beta * F.logsigmoid(positive) - F.logsigmoid(-negative).sum(-1)
         return loss.mean()
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean softmax cross-entropy of `hidden @ weight.T + bias` against `targets`, with label
+    smoothing, computed over chunks of rows: the [N, catalog] logits never exist whole, so the
+    softmax runs in cache (the backward pass recomputes each chunk's logits). Same value and
+    gradients as F.cross_entropy on the full logits."""
+
+    CHUNK = 1024  # rows per chunk: 1024 x catalog floats stay near the CPU's caches
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, label_smoothing):
+        # under autocast the matrix products run in its low precision, the softmax in float32
+        device = hidden.device.type
+        compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        ctx.compute = compute
+        n_rows = hidden.shape[0]
+        log_normalisers = torch.empty(n_rows, dtype=torch.float32 if compute != torch.float64 else compute, device=hidden.device)
+        total = log_normalisers.new_zeros(())
+        low_weight = weight.to(compute)
+        for start in range(0, n_rows, ChunkedCrossEntropy.CHUNK):
+            stop = min(start + ChunkedCrossEntropy.CHUNK, n_rows)
+            logits = ChunkedCrossEntropy._logits(hidden[start:stop], low_weight, bias, compute)
+            log_normaliser = torch.logsumexp(logits, dim=1)
+            log_normalisers[start:stop] = log_normaliser
+            target_logits = logits.gather(1, targets[start:stop, None]).squeeze(1)
+            losses = log_normaliser - (1 - label_smoothing) * target_logits
+            if label_smoothing:
+                losses = losses - label_smoothing * logits.mean(1)
+            total = total + losses.sum()
+        ctx.save_for_backward(hidden, weight, bias, targets, log_normalisers)
+        ctx.label_smoothing = label_smoothing
+        return total / max(n_rows, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        hidden, weight, bias, targets, log_normalisers = ctx.saved_tensors
+        smoothing = ctx.label_smoothing
+        n_rows, catalog = hidden.shape[0], weight.shape[0]
+        scale = grad_output / max(n_rows, 1)
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight)
+        grad_bias = torch.zeros_like(bias)
+        compute = ctx.compute
+        low_weight = weight.to(compute)
+        for start in range(0, n_rows, ChunkedCrossEntropy.CHUNK):
+            stop = min(start + ChunkedCrossEntropy.CHUNK, n_rows)
+            chunk = hidden[start:stop]
+            logits_grad = ChunkedCrossEntropy._logits(chunk, low_weight, bias, compute)
+            logits_grad = logits_grad.sub_(log_normalisers[start:stop, None]).exp_()
+            rows = torch.arange(stop - start, device=hidden.device)
+            logits_grad[rows, targets[start:stop]] -= 1 - smoothing
+            if smoothing:
+                logits_grad.sub_(smoothing / catalog)
+            logits_grad.mul_(scale)
+            grad_bias.add_(logits_grad.sum(0).to(grad_bias.dtype))
+            low_grad = logits_grad.to(compute)
+            grad_hidden[start:stop] = (low_grad @ low_weight).to(grad_hidden.dtype)
+            grad_weight.add_((low_grad.T @ chunk.to(compute)).to(grad_weight.dtype))
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+    @staticmethod
+    def _logits(hidden, weight, bias, compute):
+        """Logits of one chunk, in float32 (float64 stays float64) whatever the product's precision."""
+        logits = hidden.to(compute) @ weight.T
+        out_dtype = torch.float64 if compute == torch.float64 else torch.float32
+        return logits.to(out_dtype).add_(bias.to(out_dtype))

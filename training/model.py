@@ -29,6 +29,7 @@ class ModelConfig:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 2  # attention heads
     dropout: float = 0.1  # inputs and body dropout
+    attention_dropout: float | None = None  # on attention probabilities; None: same as dropout
     max_length: int = 200  # input events per sequence (the mask slot of MLM included)
     max_positions: int | None = None  # body position table; None: max_length
     aggregation: str = "concat"  # concat (then project to d_model) | element-wise-sum
@@ -161,6 +162,7 @@ class NextItemModel(nn.Module):
         self.inputs = SequenceInputs(spec, config)
         body_config = BodyConfig(
             d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, dropout=config.dropout,
+            attention_dropout=config.dropout if config.attention_dropout is None else config.attention_dropout,
             max_positions=config.max_positions or config.max_length, causal=config.task == "clm",
         )
         try:

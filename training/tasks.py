@@ -50,6 +50,6 @@ def _mlm_positions(mask: torch.Tensor, task: TaskConfig, generator: torch.Genera
     last &= mask
     if torch.rand((), generator=generator).item() < task.mask_last_share:
         return last
-    masked = (torch.rand(mask.shape, generator=generator) < task.mlm_probability) & mask
+    masked = (torch.rand(mask.shape, generator=generator).to(mask.device) < task.mlm_probability) & mask  # CPU generator: same draws on any device
     none = ~masked.any(1)
     return masked | (last & none[:, None])  # every row predicts at least one event

@@ -66,9 +66,14 @@ class Trainer:
         check_loss(config.loss)
         if train.threads:
             torch.set_num_threads(train.threads)
+        self.device = torch.device("cuda" if train.device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if train.device == "auto" else train.device))
+        if train.amp not in ("none", "bf16", "fp16") or (train.amp == "fp16" and self.device.type != "cuda"):
+            raise ConfigError(f"train.amp: expected none, bf16 or fp16 (fp16 on a GPU only), got {train.amp!r} on {self.device.type}")
         torch.manual_seed(train.seed)
         self.spec = feature_spec(self.data, config.model.exclude_features)
-        self.model = NextItemModel(self.spec, config.model)
+        self.model = NextItemModel(self.spec, config.model).to(self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if train.amp == "fp16" else None
         self.train_data = SequenceData(self.data, "train", self.spec)
         self.valid_data = SequenceData(self.data, "valid", self.spec)
         if len(self.train_data) == 0:
@@ -103,16 +108,28 @@ class Trainer:
         train = self.config.train
         self.model.train()
         losses, sequences, started = [], 0, time.perf_counter()
-        batches = self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch)
+        batches = self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch,
+                                          bucket_by_length=train.bucket_by_length)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp)
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
                    leave=False, disable=None, file=sys.stderr)
         for batch in bar:
-            loss = task_loss(self.model, batch, self.loss, self.config.task, self.generator)
+            batch = {name: values.to(self.device, non_blocking=True) for name, values in batch.items()}
+            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = task_loss(self.model, batch, self.loss, self.config.task, self.generator)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
             if train.clip_grad:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_grad)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.scheduler.step()
             self.step += 1
             losses.append(loss.item())
