@@ -194,3 +194,53 @@ def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing,
     torch.testing.assert_close(ours, reference)
     for got, want in zip(ours_grads, reference_grads):
         torch.testing.assert_close(got, want)
+
+
+def test_two_process_data_parallel_run(prepared_synthetic, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each takes half the batches, rank 0 writes the run."""
+    out = tmp_path / "ddp"
+    torchrun = Path(PYTHON).parent / "torchrun"
+    completed = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training.train",
+         "--config", str(ROOT / "training/configs/gpt2_clm.yaml"), "--data", str(prepared_synthetic), "--out", str(out),
+         *FAST, "train.epochs=2", "train.batch_size=32"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((out / "metrics.json").read_text())
+    single_process_steps = -(-len(_train_rows(prepared_synthetic)) // 32)
+    assert result["steps"] == 2 * (single_process_steps // 2)
+    assert result["test"]["hr@10"] > 0.1
+    assert completed.stdout.count('"stopped_by"') == 1  # one report, from rank 0
+
+
+def _train_rows(prepared_dir):
+    from training.data import SequenceData
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SequenceData(prepared_dir, "train", feature_spec(prepared_dir)).lengths
+
+
+def test_incremental_training_reports_every_window_and_the_average(prepared_synthetic, tmp_path):
+    from training.incremental import run_incremental
+
+    config = load_config(ROOT / "training/configs/gpt2_clm.yaml", FAST)
+    result = run_incremental(config, prepared_synthetic, tmp_path / "run")
+    summary = json.loads((prepared_synthetic / "prepared.json").read_text())
+    n_windows = len(sum(summary["windows"].values(), []))
+    assert len(result["windows"]) == n_windows - 1
+    assert [r["eval_window"] for r in result["windows"]] == [f"windows/{w:04d}" for w in sorted(sum(summary["windows"].values(), []))[1:]]
+    assert result["average"]["ndcg@10"] == pytest.approx(sum(r["ndcg@10"] for r in result["windows"]) / (n_windows - 1))
+    assert result["windows"][-1]["ndcg@10"] > result["windows"][0]["ndcg@10"]  # the model improves as windows roll
+    assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "incremental.csv").is_file()
+
+
+def test_incremental_needs_time_windows(tmp_path):
+    from training.incremental import window_splits
+
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    (folder / "prepared.json").write_text(json.dumps({"split": "loo", "windows": None}))
+    with pytest.raises(ConfigError, match="needs data prepared with --split time, got 'loo'"):
+        window_splits(folder)

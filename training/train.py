@@ -14,12 +14,15 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from training import run_dir
@@ -32,6 +35,27 @@ from training.model import ModelConfigError, NextItemModel
 from training.tasks import task_loss
 
 SCHEDULES = ("cosine", "linear", "constant")
+
+
+class TrainingStep(nn.Module):
+    """The loss of one batch as a module call, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: NextItemModel, loss: NextItemLoss, config: Config):
+        super().__init__()
+        self.model, self.loss, self.task = model, loss, config.task
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        return task_loss(self.model, batch, self.loss, self.task, generator)
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun (gloo on CPU, NCCL on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -66,8 +90,11 @@ class Trainer:
         check_loss(config.loss)
         if train.threads:
             torch.set_num_threads(train.threads)
+        self.rank, self.world = distributed_rank()
         self.device = torch.device("cuda" if train.device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if train.device == "auto" else train.device))
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if train.amp not in ("none", "bf16", "fp16") or (train.amp == "fp16" and self.device.type != "cuda"):
             raise ConfigError(f"train.amp: expected none, bf16 or fp16 (fp16 on a GPU only), got {train.amp!r} on {self.device.type}")
         torch.manual_seed(train.seed)
@@ -80,10 +107,14 @@ class Trainer:
             raise FeatureError(f"data dir {self.data}: no training sequence with 2 or more events")
         self.loss = NextItemLoss(config.loss, self.train_data.item_counts())
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=tuple(train.betas))
-        self.steps_per_epoch = math.ceil(len(self.train_data) / train.batch_size)
+        self.step_module = TrainingStep(self.model, self.loss, config)
+        if self.world > 1:  # HF bodies carry unused parameters (their 1-row word table)
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, find_unused_parameters=True)
+        # every rank takes the same number of batches, so no rank waits on a missing all-reduce
+        self.steps_per_epoch = math.ceil(len(self.train_data) / train.batch_size) // self.world
         total = self.steps_per_epoch * train.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.schedule, train.warmup_steps, total))
-        self.generator = torch.Generator().manual_seed(train.seed)
+        self.generator = torch.Generator().manual_seed(train.seed + self.rank)
         self.epoch, self.step, self.history, self.best, self.bad_evals = 0, 0, [], None, 0
 
     # --- state -----------------------------------------------------------------------------
@@ -111,12 +142,14 @@ class Trainer:
         batches = self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch,
                                           bucket_by_length=train.bucket_by_length)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp)
-        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
-                   leave=False, disable=None, file=sys.stderr)
+        mine = (batch for index, batch in enumerate(batches)
+                if index % self.world == self.rank and index < self.steps_per_epoch * self.world)
+        bar = tqdm(mine, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
+                   leave=False, disable=None if self.rank == 0 else True, file=sys.stderr)
         for batch in bar:
             batch = {name: values.to(self.device, non_blocking=True) for name, values in batch.items()}
             with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = task_loss(self.model, batch, self.loss, self.config.task, self.generator)
+                loss = self.step_module(batch, self.generator)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -135,38 +168,47 @@ class Trainer:
             losses.append(loss.item())
             sequences += len(batch[self.spec.item])
             bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
-            if deadline is not None and time.perf_counter() > deadline:
+            if self._agree(deadline is not None and time.perf_counter() > deadline):
                 break
         seconds = time.perf_counter() - started
-        return {"train_loss": sum(losses) / max(len(losses), 1), "train_seconds": seconds, "sequences_per_s": sequences / seconds}
+        return {"train_loss": sum(losses) / max(len(losses), 1), "train_seconds": seconds,
+                "sequences_per_s": self.world * sequences / seconds}
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank when any rank says so (a time budget ends all ranks at one step)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     def run(self, resume: bool = False) -> dict:
+        """Train; rank 0 evaluates, checkpoints and writes the run directory, the others follow."""
         train = self.config.train
-        run_dir.create(self.out, self.data, self.config)
+        lead = self.rank == 0
+        if lead:
+            run_dir.create(self.out, self.data, self.config)
+        self._barrier()
         if resume:
             self.resume()
         deadline = time.perf_counter() + 60 * train.time_budget_minutes if train.time_budget_minutes else None
-        writer = _tensorboard(self.out)
+        writer = _tensorboard(self.out) if lead else None
         stopped = "epochs"
         while self.epoch < train.epochs:
             record = {"epoch": self.epoch + 1, **self.train_epoch(deadline)}
             self.epoch += 1
-            out_of_time = deadline is not None and time.perf_counter() > deadline
+            out_of_time = self._agree(deadline is not None and time.perf_counter() > deadline)
             if self.epoch % train.eval_every_epochs == 0 or self.epoch == train.epochs or out_of_time:
-                metrics = evaluate(self.model, self.valid_data, train.ks, train.exclude_seen, train.eval_batch_size)
-                record.update({f"valid_{k}": v for k, v in metrics.items()})
-                score = metrics[train.early_stopping_metric]
-                if self.best is None or score > self.best["score"]:
-                    self.best, self.bad_evals = {"epoch": self.epoch, "score": score}, 0
-                    run_dir.save_weights(self.model, self.out / run_dir.WEIGHTS)
-                else:
-                    self.bad_evals += 1
+                if lead:
+                    self._validate(record)
+                self.bad_evals = self._shared(self.bad_evals)
             record["step"] = self.step
             self.history.append(record)
-            _log(writer, record)
-            tqdm.write(_summary_line(record, train.early_stopping_metric), file=sys.stderr)
-            run_dir.save_checkpoint(self.out, self.model, self.state())
-            self._write_metrics()
+            if lead:
+                _log(writer, record)
+                tqdm.write(_summary_line(record, train.early_stopping_metric), file=sys.stderr)
+                run_dir.save_checkpoint(self.out, self.model, self.state())
+                self._write_metrics()
             if out_of_time:
                 stopped = "time budget"
                 break
@@ -175,7 +217,31 @@ class Trainer:
                 break
         if writer is not None:
             writer.close()
-        return self.finish(stopped)
+        self._barrier()
+        return self.finish(stopped) if lead else {}
+
+    def _validate(self, record: dict) -> None:
+        train = self.config.train
+        metrics = evaluate(self.model, self.valid_data, train.ks, train.exclude_seen, train.eval_batch_size)
+        record.update({f"valid_{k}": v for k, v in metrics.items()})
+        score = metrics[train.early_stopping_metric]
+        if self.best is None or score > self.best["score"]:
+            self.best, self.bad_evals = {"epoch": self.epoch, "score": score}, 0
+            run_dir.save_weights(self.model, self.out / run_dir.WEIGHTS)
+        else:
+            self.bad_evals += 1
+
+    def _shared(self, value: int) -> int:
+        """Rank 0's value on every rank."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.broadcast(tensor, src=0)
+        return int(tensor.item())
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
 
     def finish(self, stopped: str) -> dict:
         model, config = run_dir.load_model(self.out)
@@ -265,7 +331,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ModelConfigError, LossError, FeatureError, FileNotFoundError) as error:
         raise SystemExit(f"train: {error}")
     result = trainer.run(resume=args.resume)
-    print(json.dumps(result, indent=1))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if trainer.rank == 0:
+        print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
