@@ -244,3 +244,36 @@ def test_incremental_needs_time_windows(tmp_path):
     (folder / "prepared.json").write_text(json.dumps({"split": "loo", "windows": None}))
     with pytest.raises(ConfigError, match="needs data prepared with --split time, got 'loo'"):
         window_splits(folder)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_pretrained_item_embeddings_from_parquet_by_original_id(prepared_synthetic, tmp_path, freeze):
+    import numpy as np
+    import pandas as pd
+
+    from training import prepared
+    from training.pretrained import load_item_embeddings
+
+    vocabulary = prepared.item_vocabulary(prepared_synthetic)
+    vectors = pd.DataFrame({"item_id": vocabulary.values[::-1], "embedding": [np.full(4, float(code)) for code in vocabulary.index[::-1]]})
+    vectors.iloc[:1].assign(item_id=-5).pipe(lambda unknown: pd.concat([vectors, unknown])).to_parquet(tmp_path / "items.parquet")
+    catalog = int(vocabulary.index.max()) + 1
+    table = load_item_embeddings(tmp_path / "items.parquet", prepared_synthetic, catalog)
+    assert table.shape == (catalog, 4) and table[7, 0] == 7 and table[0].abs().sum() == 0
+    out = tmp_path / "run"
+    config = load_config(ROOT / "training/configs/gpt2_clm.yaml",
+                         FAST + [f"model.pretrained_item_embeddings={tmp_path / 'items.parquet'}", f"model.freeze_pretrained={freeze}"])
+    Trainer(config, prepared_synthetic, out).run()
+    model, _ = run_dir.load_model(out)  # the vectors come back from the weights file
+    stored = model.inputs.pretrained[0].weight
+    assert torch.equal(stored, table) == freeze
+
+
+def test_pretrained_embeddings_must_match_the_catalog(prepared_synthetic, tmp_path):
+    import numpy as np
+
+    from training.pretrained import load_item_embeddings
+
+    np.save(tmp_path / "wrong.npy", np.zeros((7, 3), dtype=np.float32))
+    with pytest.raises(FeatureError, match=r"expected shape \[600, dim\] \(one row per item code\), got \[7, 3\]"):
+        load_item_embeddings(tmp_path / "wrong.npy", prepared_synthetic, 600)

@@ -39,6 +39,8 @@ class ModelConfig:
     tie_weights: bool = True  # output layer shares the item embedding table
     temperature: float = 1.0  # scores are divided by it
     exclude_features: tuple[str, ...] = field(default_factory=tuple)  # prepared columns not to use
+    pretrained_item_embeddings: str | None = None  # .npy [catalog, dim] by item code, or .parquet (item id, embedding)
+    freeze_pretrained: bool = True  # keep the pretrained vectors fixed (their projection still trains)
 
 
 class ModelConfigError(ValueError):
@@ -79,7 +81,7 @@ class SoftOneHot(nn.Module):
 class SequenceInputs(nn.Module):
     """Per-event features (item, categorical, continuous) plus per-sequence context -> [B, L, d_model]."""
 
-    def __init__(self, spec: FeatureSpec, config: ModelConfig):
+    def __init__(self, spec: FeatureSpec, config: ModelConfig, pretrained: torch.Tensor | None = None):
         super().__init__()
         self.spec = spec
         summing = config.aggregation == "element-wise-sum"
@@ -92,12 +94,19 @@ class SequenceInputs(nn.Module):
         self.continuous = nn.ModuleDict({name: encode() for name in spec.continuous})
         self.context_categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim) for name, n in spec.context_categorical.items()})
         self.context_continuous = nn.ModuleDict({name: encode() for name in spec.context_continuous})
-        n_side = len(self.categorical) + len(self.continuous) + len(self.context_categorical) + len(self.context_continuous)
+        self.pretrained = None
+        if pretrained is not None:  # content vectors of items (text, image), a side feature of each event
+            self.pretrained = nn.Sequential(
+                nn.Embedding.from_pretrained(pretrained.float(), freeze=config.freeze_pretrained, padding_idx=0),
+                nn.Linear(pretrained.shape[1], side_dim),
+            )
+        n_side = (len(self.categorical) + len(self.continuous) + len(self.context_categorical)
+                  + len(self.context_continuous) + int(self.pretrained is not None))
         self.project = None if summing or n_side == 0 else nn.Linear(config.d_model + n_side * side_dim, config.d_model)
         self.norm = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
         for module in self.modules():
-            if isinstance(module, nn.Embedding):  # small scores at the start, as HF initialises token tables
+            if isinstance(module, nn.Embedding) and (self.pretrained is None or module is not self.pretrained[0]):  # small scores at the start, as HF initialises token tables
                 nn.init.normal_(module.weight, std=0.02)
                 if module.padding_idx is not None:
                     nn.init.zeros_(module.weight[module.padding_idx])
@@ -106,6 +115,9 @@ class SequenceInputs(nn.Module):
         items = batch[self.spec.item]
         parts = [self.item_embedding(items)]
         parts += [self.categorical[name](batch[name]) for name in self.categorical]
+        if self.pretrained is not None:
+            content = self.pretrained(items.clamp(max=self.spec.item_cardinality - 1))
+            parts.append(content * (items < self.spec.item_cardinality).unsqueeze(-1))  # [MASK] has no content
         parts += [_encode_continuous(self.continuous[name], batch[name]) for name in self.continuous]
         length = items.shape[1]
         parts += [self.context_categorical[name](batch[name]).unsqueeze(1).expand(-1, length, -1) for name in self.context_categorical]
@@ -155,11 +167,12 @@ def keep_last(batch: dict[str, torch.Tensor], mask: torch.Tensor, n: int, list_c
 
 
 class NextItemModel(nn.Module):
-    def __init__(self, spec: FeatureSpec, config: ModelConfig):
+    def __init__(self, spec: FeatureSpec, config: ModelConfig, pretrained: torch.Tensor | None = None):
+        """`pretrained` [catalog, dim]: item content vectors by code (see training.pretrained)."""
         super().__init__()
         check_config(config)
         self.spec, self.config = spec, config
-        self.inputs = SequenceInputs(spec, config)
+        self.inputs = SequenceInputs(spec, config, pretrained)
         body_config = BodyConfig(
             d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, dropout=config.dropout,
             attention_dropout=config.dropout if config.attention_dropout is None else config.attention_dropout,

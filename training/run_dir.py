@@ -100,9 +100,11 @@ def load_model(run: Path):
     from training.model import NextItemModel
 
     config = load_config(run)
-    model = NextItemModel(spec_of(run, config), config.model)
     weights = Path(run) / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{run}: no {WEIGHTS}; the run has not finished an evaluation")
-    model.load_state_dict(load_file(str(weights)))
+    state = load_file(str(weights))
+    pretrained = state.get("inputs.pretrained.0.weight")  # the vectors travel in the weights, not the file
+    model = NextItemModel(spec_of(run, config), config.model, pretrained)
+    model.load_state_dict(state)
     return model.eval(), config

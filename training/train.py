@@ -32,6 +32,7 @@ from training.evaluate import evaluate
 from training.features import FeatureError, feature_spec
 from training.losses import LossError, NextItemLoss, check_loss
 from training.model import ModelConfigError, NextItemModel
+from training.pretrained import load_item_embeddings
 from training.tasks import task_loss
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -99,7 +100,10 @@ class Trainer:
             raise ConfigError(f"train.amp: expected none, bf16 or fp16 (fp16 on a GPU only), got {train.amp!r} on {self.device.type}")
         torch.manual_seed(train.seed)
         self.spec = feature_spec(self.data, config.model.exclude_features)
-        self.model = NextItemModel(self.spec, config.model).to(self.device)
+        pretrained = None
+        if config.model.pretrained_item_embeddings:
+            pretrained = load_item_embeddings(config.model.pretrained_item_embeddings, self.data, self.spec.item_cardinality)
+        self.model = NextItemModel(self.spec, config.model, pretrained).to(self.device)
         self.scaler = torch.amp.GradScaler("cuda") if train.amp == "fp16" else None
         self.train_data = SequenceData(self.data, "train", self.spec)
         self.valid_data = SequenceData(self.data, "valid", self.spec)
