@@ -15,7 +15,7 @@ from training.model import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextI
 SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8}, continuous=("price",),
                    context_categorical={"device": 4}, context_continuous=("age",))
 CAUSAL = [(name, "clm") for name in BODIES if "clm" in BODIES[name].tasks]
-ALL = CAUSAL + [(name, "mlm") for name in BODIES if "mlm" in BODIES[name].tasks]
+ALL = CAUSAL + [(name, task) for name in BODIES for task in ("mlm", "plm") if task in BODIES[name].tasks]
 
 
 def _model(architecture, task, **overrides):
@@ -149,3 +149,24 @@ def test_every_feature_changes_the_output():
 def test_bad_model_configs_are_refused(overrides, message):
     with pytest.raises(ModelConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         NextItemModel(SPEC, ModelConfig(**{"d_model": 16, **overrides}))
+
+
+def test_plm_target_is_predicted_without_its_own_content():
+    """XLNet's query stream for a target never sees the target's item or side features."""
+    from training.tasks import TaskConfig, _plm
+
+    model = _model("xlnet", "plm")
+    batch = _batch([8, 6])
+    mask = batch["items"] != 0
+    task = TaskConfig(mlm_probability=0.4, mask_last_share=0.0)
+    with torch.no_grad():
+        hidden, targets, valid, positions = _plm(model, batch, mask, task, torch.Generator().manual_seed(3))
+        assert valid.any()
+        row, slot = (int(i) for i in valid.nonzero()[0])
+        position = int(positions[row, slot])
+        assert targets[row, slot] == batch["items"][row, position]
+        changed = {k: v.clone() for k, v in batch.items()}
+        changed["items"][row, position] = FIRST_ITEM_CODE + (changed["items"][row, position] + 1 - FIRST_ITEM_CODE) % 50
+        changed["category"][row, position] = 3 if changed["category"][row, position] != 3 else 4
+        hidden_changed, _, _, _ = _plm(model, changed, mask, task, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(hidden_changed[row, slot], hidden[row, slot])

@@ -125,11 +125,16 @@ class SequenceBody(nn.Module):
         self.takes_positions = name not in ("xlnet", "gru")
         self.causal_by_perm_mask = name == "xlnet" and cfg.causal  # HF's attn_type="uni" breaks with padding masks
 
-    def forward(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, mask: torch.Tensor, perm_mask: torch.Tensor | None = None,
+                target_mapping: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [B, L, D]; for XLNet's permutation LM, `perm_mask` [B, L, L] (1: event i
+        does not see event j) and `target_mapping` [B, P, L] give the query stream's [B, P, D]."""
         if self.name == "gru":
             return self.model(embeds)
         kwargs = dict(inputs_embeds=embeds, attention_mask=mask.long())
-        if self.causal_by_perm_mask:  # perm_mask[b, i, j] = 1: event i does not see event j
+        if perm_mask is not None:
+            kwargs.update(perm_mask=perm_mask.float(), target_mapping=target_mapping.float())
+        elif self.causal_by_perm_mask:  # perm_mask[b, i, j] = 1: event i does not see event j
             length = embeds.shape[1]
             future = torch.ones(length, length, device=embeds.device).triu(1)
             kwargs["perm_mask"] = future.expand(embeds.shape[0], -1, -1)

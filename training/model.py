@@ -24,7 +24,7 @@ FIRST_ITEM_CODE = 3  # codes 0 pad, 1 null, 2 OOV are never recommended (SPECIAL
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: str = "gpt2"  # body name, one of training.bodies.BODIES
-    task: str = "clm"  # clm | mlm: what training predicts (the body must support it)
+    task: str = "clm"  # clm | mlm | plm (XLNet): what training predicts (the body must support it)
     d_model: int = 64  # hidden size of inputs, body and item table
     n_layers: int = 2  # transformer blocks
     n_heads: int = 2  # attention heads
@@ -224,9 +224,19 @@ class NextItemModel(nn.Module):
         """Scores [B, catalog] for the item after each row's last real event."""
         batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
         batch, mask = keep_last(batch, mask, self.config.max_length - int(self.appends_mask), self.spec.list_columns)
-        if self.appends_mask:
-            batch, last = self.with_mask_slot(batch, mask)
-        else:
-            last = mask.sum(1) - 1
+        if not self.appends_mask:
+            hidden, _ = self.encode(batch)
+            last = (mask.sum(1) - 1).clamp(min=0)
+            return self.scores(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+        batch, slot = self.with_mask_slot(batch, mask)
+        rows = torch.arange(len(slot), device=slot.device)
+        if self.config.task == "plm":  # XLNet's query stream at the slot, which no event sees
+            width = batch[self.spec.item].shape[1]
+            perm_mask = torch.zeros(len(slot), width, width, device=slot.device)
+            perm_mask[rows, :, slot] = 1
+            target_mapping = torch.zeros(len(slot), 1, width, device=slot.device)
+            target_mapping[rows, 0, slot] = 1
+            hidden = self.body(self.inputs(batch), batch[self.spec.item] != 0, perm_mask, target_mapping)
+            return self.scores(hidden[:, 0])
         hidden, _ = self.encode(batch)
-        return self.scores(hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp(min=0)])
+        return self.scores(hidden[rows, slot])
