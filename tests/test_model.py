@@ -15,7 +15,7 @@ from training.model import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextI
 SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8}, continuous=("price",),
                    context_categorical={"device": 4}, context_continuous=("age",))
 CAUSAL = [(name, "clm") for name in BODIES if "clm" in BODIES[name].tasks]
-ALL = CAUSAL + [(name, task) for name in BODIES for task in ("mlm", "plm") if task in BODIES[name].tasks]
+ALL = CAUSAL + [(name, task) for name in BODIES for task in ("mlm", "plm", "rtd") if task in BODIES[name].tasks]
 
 
 def _model(architecture, task, **overrides):

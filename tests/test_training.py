@@ -277,3 +277,25 @@ def test_pretrained_embeddings_must_match_the_catalog(prepared_synthetic, tmp_pa
     np.save(tmp_path / "wrong.npy", np.zeros((7, 3), dtype=np.float32))
     with pytest.raises(FeatureError, match=r"expected shape \[600, dim\] \(one row per item code\), got \[7, 3\]"):
         load_item_embeddings(tmp_path / "wrong.npy", prepared_synthetic, 600)
+
+
+def test_rtd_head_learns_to_spot_replaced_items(prepared_synthetic, tmp_path):
+    from training.data import SequenceData
+
+    config = load_config(ROOT / "training/configs/electra_rtd.yaml", FAST + ["train.epochs=4", "train.batch_size=32"])
+    trainer = Trainer(config, prepared_synthetic, tmp_path / "run")
+    trainer.run()
+    model = trainer.model.eval()
+    assert len(model.generator_body.model.encoder.layer) == 1 and len(model.body.model.encoder.layer) == 2
+    batch = next(SequenceData(prepared_synthetic, "test", trainer.spec).batches(256))
+    items = batch[trainer.spec.item]
+    generator = torch.Generator().manual_seed(0)
+    replaced = (torch.rand(items.shape, generator=generator) < 0.2) & (items != 0)
+    random_items = torch.randint(FIRST_ITEM_CODE, trainer.spec.item_cardinality, items.shape, generator=generator)
+    with torch.no_grad():
+        hidden, mask = model.encode({**batch, trainer.spec.item: torch.where(replaced, random_items, items)})
+        logits = model.replaced_head(hidden).squeeze(-1)
+    positives, negatives = logits[replaced], logits[mask & ~replaced]
+    auc = (positives[:, None] > negatives[None, :]).float().mean()
+    print("replaced-item detection AUC", float(auc))
+    assert auc > 0.65

@@ -24,7 +24,8 @@ FIRST_ITEM_CODE = 3  # codes 0 pad, 1 null, 2 OOV are never recommended (SPECIAL
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: str = "gpt2"  # body name, one of training.bodies.BODIES
-    task: str = "clm"  # clm | mlm | plm (XLNet): what training predicts (the body must support it)
+    task: str = "clm"  # clm | mlm | plm (XLNet) | rtd (ELECTRA-style): what training predicts (the body must support it)
+    rtd_generator_layers: int = 1  # rtd: layers of the small generator body (shares inputs and item table)
     d_model: int = 64  # hidden size of inputs, body and item table
     n_layers: int = 2  # transformer blocks
     n_heads: int = 2  # attention heads
@@ -182,6 +183,10 @@ class NextItemModel(nn.Module):
             self.body = SequenceBody(config.architecture, body_config)
         except BodyError as error:
             raise ModelConfigError(str(error)) from None
+        if config.task == "rtd":  # a small MLM generator proposes replacements; a head detects them
+            generator_config = BodyConfig(**{**body_config.__dict__, "n_layers": config.rtd_generator_layers})
+            self.generator_body = SequenceBody(config.architecture, generator_config)
+            self.replaced_head = nn.Linear(config.d_model, 1)
         self.output_bias = nn.Parameter(torch.zeros(spec.item_cardinality))
         if config.tie_weights:
             self.output_weight = None  # scores use inputs.item_embedding.weight: one storage

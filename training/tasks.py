@@ -7,6 +7,8 @@ after the last real event, padding ignored, nothing from the future visible).
 - mlm: masked: random events (and, in a share of batches, only the last one, as BERT4Rec
   fine-tunes) are replaced by [MASK] with their side features hidden; the body, bidirectional,
   predicts them. Inference appends a [MASK] after the last event.
+- rtd: ELECTRA-style replaced-item detection with a small generator (see `_rtd`), plus the
+  masked next-item objective; inference as MLM.
 Targets that can never be recommended (null, OOV codes) are left out of the loss.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from training.losses import NextItemLoss
 from training.model import FIRST_ITEM_CODE, NextItemModel, compact, keep_last
@@ -21,8 +24,9 @@ from training.model import FIRST_ITEM_CODE, NextItemModel, compact, keep_last
 
 @dataclass(frozen=True)
 class TaskConfig:
-    mlm_probability: float = 0.2  # share of events masked in an MLM batch
+    mlm_probability: float = 0.2  # share of events masked in an MLM batch (targets of PLM and RTD too)
     mask_last_share: float = 0.1  # share of MLM batches that mask only each row's last event
+    rtd_weight: float = 10.0  # rtd: weight of the replaced-item detection loss
 
 
 def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskConfig, generator: torch.Generator) -> torch.Tensor:
@@ -36,15 +40,45 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
         use = targets >= FIRST_ITEM_CODE
     elif model.config.task == "plm":
         hidden, targets, use, _ = _plm(model, batch, mask, task, generator)
+    elif model.config.task == "rtd":
+        return _rtd(model, batch, mask, loss, task, generator)
     else:
         masked = _mlm_positions(mask, task, generator)
-        inputs = dict(batch)
-        inputs[spec.item] = items.masked_fill(masked, model.inputs.mask_code)
-        for name in spec.list_columns[1:]:
-            inputs[name] = batch[name].masked_fill(masked, 0)
-        hidden, _ = model.encode(inputs)
+        hidden, _ = model.encode(_masked_inputs(model, batch, masked))
         targets, use = items, masked & (items >= FIRST_ITEM_CODE)
     return loss(model, hidden[use], targets[use], generator)
+
+
+def _masked_inputs(model: NextItemModel, batch: dict, masked: torch.Tensor) -> dict:
+    """[MASK] at the masked events, their side features hidden."""
+    inputs = dict(batch)
+    inputs[model.spec.item] = batch[model.spec.item].masked_fill(masked, model.inputs.mask_code)
+    for name in model.spec.list_columns[1:]:
+        inputs[name] = batch[name].masked_fill(masked, 0)
+    return inputs
+
+
+def _rtd(model: NextItemModel, batch: dict, mask: torch.Tensor, loss: NextItemLoss, task: TaskConfig,
+         generator: torch.Generator) -> torch.Tensor:
+    """ELECTRA-style: a small generator body fills masked events with sampled items; the main body
+    learns the masked next-item objective and to tell replaced events from real ones."""
+    items = batch[model.spec.item]
+    masked = _mlm_positions(mask, task, generator)
+    use = masked & (items >= FIRST_ITEM_CODE)
+    inputs = _masked_inputs(model, batch, masked)
+    generator_hidden = model.generator_body(model.inputs(inputs), mask)
+    generator_loss = loss(model, generator_hidden[use], items[use], generator)
+    with torch.no_grad():
+        probabilities = torch.softmax(model.scores(generator_hidden[masked]).float(), dim=-1)
+        sampled = torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(items.device)
+    corrupted = items.clone()
+    corrupted[masked] = sampled
+    hidden, _ = model.encode(inputs)
+    next_item_loss = loss(model, hidden[use], items[use], generator)
+    detected, _ = model.encode({**batch, model.spec.item: corrupted})
+    logits = model.replaced_head(detected).squeeze(-1)
+    detection_loss = F.binary_cross_entropy_with_logits(logits[mask].float(), (corrupted != items)[mask].float())
+    return next_item_loss + generator_loss + task.rtd_weight * detection_loss
 
 
 def _plm(model: NextItemModel, batch: dict, mask: torch.Tensor, task: TaskConfig, generator: torch.Generator):
