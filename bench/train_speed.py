@@ -1,0 +1,87 @@
+"""Benchmark: training throughput (sequences/s) and peak memory per shipped config, at
+d_model 64 and 128 and max length 200, each measured in its own process.
+
+    python -m bench.train_speed --data build/demo/data [--steps 10] [--amp none,bf16] [--configs gpt2_clm,bert_mlm]
+
+Prints medians of per-step throughput after warm-up steps; writes bench/results/train_speed.json.
+Not a test: nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def measure(config_file: Path, data: Path, d_model: int, amp: str, steps: int, warmup: int, batch_size: int) -> dict:
+    """Runs inside a fresh process: returns throughput and this process's peak RSS."""
+    import warnings
+
+    import torch
+
+    from training.config import load_config
+    from training.train import Trainer
+
+    warnings.simplefilter("ignore")
+    overrides = [f"model.d_model={d_model}", "model.max_length=200", f"train.amp={amp}", f"train.batch_size={batch_size}"]
+    config = load_config(config_file, overrides)
+    trainer = Trainer(config, data, Path("/nonexistent-bench-run"))
+    batches = trainer.train_data.batches(batch_size, shuffle=True, seed=0, bucket_by_length=config.train.bucket_by_length)
+    amp_dtype = {"bf16": torch.bfloat16}.get(amp)
+    rates = []
+    for index, batch in zip(range(warmup + steps), batches):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = trainer.step_module(batch, trainer.generator)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        if index >= warmup:
+            rates.append(len(batch[trainer.spec.item]) / (time.perf_counter() - started))
+    return {"sequences_per_s": statistics.median(rates), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "parameters": sum(p.numel() for p in trainer.model.parameters())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "build" / "demo" / "data")
+    parser.add_argument("--configs", default="", help="comma-separated config names (default: all shipped)")
+    parser.add_argument("--sizes", default="64,128")
+    parser.add_argument("--amp", default="none,bf16")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--one", nargs=3, metavar=("CONFIG", "D_MODEL", "AMP"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        config, d_model, amp = args.one
+        print(json.dumps(measure(Path(config), args.data, int(d_model), amp, args.steps, args.warmup, args.batch_size)))
+        return
+    names = [n for n in args.configs.split(",") if n] or sorted(p.stem for p in (ROOT / "training" / "configs").glob("*.yaml"))
+    rows = []
+    for name in names:
+        for d_model in (int(s) for s in args.sizes.split(",")):
+            for amp in args.amp.split(","):
+                command = [sys.executable, "-m", "bench.train_speed", "--data", str(args.data), "--steps", str(args.steps),
+                           "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+                           "--one", str(ROOT / "training" / "configs" / f"{name}.yaml"), str(d_model), amp]
+                completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+                if completed.returncode != 0:
+                    raise SystemExit(f"{name} d={d_model} {amp}: {completed.stderr[-2000:]}")
+                row = {"config": name, "d_model": d_model, "amp": amp, **json.loads(completed.stdout.strip().splitlines()[-1])}
+                rows.append(row)
+                print(f"{name:14s} d={d_model:<4d} {amp:5s} {row['sequences_per_s']:8.1f} seq/s  peak {row['peak_rss_mib']:7.0f} MiB", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_speed.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
