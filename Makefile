@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUILD := build
 DATASET ?= ml-1m
 
-.PHONY: setup demo test bench-prepare clean
+.PHONY: setup demo test bench-prepare bench-train clean
 
 setup: $(VENV)/.installed .triton/installed.json
 
@@ -21,18 +21,27 @@ $(VENV)/.installed: requirements.txt requirements-data.txt
 .triton/installed.json: serve/install.py $(VENV)/.installed
 	$(PY) -m serve.install --home .triton
 
+DEMO_MINUTES ?= 3
+
 demo: setup
-	rm -rf $(BUILD)/demo/data
+	rm -rf $(BUILD)/demo
 	$(PY) -m training.prepare --dataset $(DATASET) --out $(BUILD)/demo/data
+	$(PY) -m training.train --config training/configs/gpt2_clm.yaml --data $(BUILD)/demo/data --out $(BUILD)/demo/run \
+		train.time_budget_minutes=$(DEMO_MINUTES) train.epochs=200
 	@echo
-	@echo "Prepared $(DATASET) into $(BUILD)/demo/data (splits, schema, fitted NVTabular workflow)."
-	@echo "Next stages (training, export, serving, client) join this demo as they land."
+	@echo "Prepared $(DATASET) into $(BUILD)/demo/data and trained GPT-2 (CLM) for $(DEMO_MINUTES) minutes into $(BUILD)/demo/run"
+	@echo "(test metrics above; training curves in $(BUILD)/demo/run/curves.png)."
+	@echo "Next stages (export to a Triton ensemble, serving, the client) join this demo as they land."
 
 test: setup
 	$(PY) -m pytest -q tests
 
 bench-prepare: setup
 	$(PY) -m bench.prepare_speed
+
+bench-train: setup
+	test -d $(BUILD)/demo/data || $(PY) -m training.prepare --dataset ml-1m --out $(BUILD)/demo/data
+	$(PY) -m bench.train_speed --data $(BUILD)/demo/data
 
 clean:
 	rm -rf $(BUILD)
