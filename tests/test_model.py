@@ -145,6 +145,7 @@ def test_every_feature_changes_the_output():
     (dict(architecture="llama", task="plm"), "PLM needs XLNet"),
     (dict(architecture="bert", task="mlm", max_length=600), "above bert's limit of 512"),
     (dict(max_length=300, max_positions=200), "max_length 300 is above the body's max_positions 200"),
+    (dict(attention="flash"), "attention: expected .sdpa. or .eager., got .flash."),
 ])
 def test_bad_model_configs_are_refused(overrides, message):
     with pytest.raises(ModelConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -170,3 +171,13 @@ def test_plm_target_is_predicted_without_its_own_content():
         changed["category"][row, position] = 3 if changed["category"][row, position] != 3 else 4
         hidden_changed, _, _, _ = _plm(model, changed, mask, task, torch.Generator().manual_seed(3))
     torch.testing.assert_close(hidden_changed[row, slot], hidden[row, slot])
+
+
+@pytest.mark.parametrize("architecture,task", [(n, t) for n, t in ALL if n not in ("xlnet", "gru")])
+def test_sdpa_and_eager_attention_agree(architecture, task):
+    sdpa, eager = _model(architecture, task), _model(architecture, task, attention="eager")
+    assert sdpa.body.model.config._attn_implementation == "sdpa"
+    eager.load_state_dict(sdpa.state_dict())
+    batch = _left_padded(_batch([8, 3, 5]))
+    with torch.no_grad():
+        torch.testing.assert_close(eager.next_item_scores(batch), sdpa.next_item_scores(batch), rtol=1e-4, atol=1e-5)

@@ -23,6 +23,7 @@ class BodyConfig:
     attention_dropout: float = 0.1  # on attention probabilities: costly on the CPU ([B, heads, L, L] masks)
     max_positions: int = 200  # position table size; the longest sequence the body accepts
     causal: bool = True  # CLM wants a causal body; MLM a bidirectional one (where the body offers both)
+    attention: str = "sdpa"  # HF attention implementation: sdpa (scaled-dot-product) or eager
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class BodyKind:
 
 def _common(cfg: BodyConfig) -> dict:
     # no vocabulary: items come in as embeddings; no special token ids to validate
-    return dict(vocab_size=1, pad_token_id=None, bos_token_id=None, eos_token_id=None, attn_implementation=ATTENTION)
+    return dict(vocab_size=1, pad_token_id=None, bos_token_id=None, eos_token_id=None, attn_implementation=cfg.attention)
 
 
 def _bert_like(config_class, model_class, pooler: bool = True, embedding_size: bool = False, position_offset: int = 0, **extra):
@@ -88,7 +89,6 @@ class GRUBody(nn.Module):
         return hidden
 
 
-ATTENTION = "sdpa"
 ENCODER_TASKS = ("mlm", "rtd")
 DECODER_TASKS = ("clm",)
 BODIES: dict[str, BodyKind] = {

@@ -31,6 +31,7 @@ class ModelConfig:
     n_heads: int = 2  # attention heads
     dropout: float = 0.1  # inputs and body dropout
     attention_dropout: float | None = None  # on attention probabilities; None: same as dropout
+    attention: str = "sdpa"  # sdpa (scaled-dot-product, default) or eager (can be faster under bf16 on CPUs)
     max_length: int = 200  # input events per sequence (the mask slot of MLM included)
     max_positions: int | None = None  # body position table; None: max_length
     aggregation: str = "concat"  # concat (then project to d_model) | element-wise-sum
@@ -60,6 +61,8 @@ def check_config(config: ModelConfig) -> None:
         raise ModelConfigError(f"aggregation: expected 'concat' or 'element-wise-sum', got {config.aggregation!r}")
     if config.continuous_encoding not in ("linear", "soft-one-hot"):
         raise ModelConfigError(f"continuous_encoding: expected 'linear' or 'soft-one-hot', got {config.continuous_encoding!r}")
+    if config.attention not in ("sdpa", "eager"):
+        raise ModelConfigError(f"attention: expected 'sdpa' or 'eager', got {config.attention!r}")
     if config.d_model % config.n_heads:
         raise ModelConfigError(f"d_model {config.d_model} must be a multiple of n_heads {config.n_heads}")
     if config.max_positions is not None and config.max_length > config.max_positions:
@@ -177,6 +180,7 @@ class NextItemModel(nn.Module):
         body_config = BodyConfig(
             d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, dropout=config.dropout,
             attention_dropout=config.dropout if config.attention_dropout is None else config.attention_dropout,
+            attention=config.attention,
             max_positions=config.max_positions or config.max_length, causal=config.task == "clm",
         )
         try:
