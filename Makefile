@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUILD := build
 DATASET ?= ml-1m
 
-.PHONY: setup demo test bench-prepare bench-train clean
+.PHONY: setup demo test bench-prepare bench-train bench-t4r-env bench-t4r clean
 
 setup: $(VENV)/.installed .triton/installed.json
 
@@ -42,6 +42,19 @@ bench-prepare: setup
 bench-train: setup
 	test -d $(BUILD)/demo/data || $(PY) -m training.prepare --dataset ml-1m --out $(BUILD)/demo/data
 	$(PY) -m bench.train_speed --data $(BUILD)/demo/data
+
+# Transformers4Rec 23.12 in its own venv (it needs transformers < 4.31), for bench.compare_t4r
+bench-t4r-env: .venv-t4r/.installed
+
+.venv-t4r/.installed: bench/t4r/requirements.txt
+	test -x .venv-t4r/bin/python || $(PYTHON_BIN) -m venv .venv-t4r
+	.venv-t4r/bin/python -m pip install --quiet "pip<26.3"
+	.venv-t4r/bin/python -m pip install --quiet -r bench/t4r/requirements.txt
+	touch $@
+
+bench-t4r: setup bench-t4r-env
+	test -d $(BUILD)/demo/data || $(PY) -m training.prepare --dataset ml-1m --out $(BUILD)/demo/data
+	$(PY) -m bench.compare_t4r --data $(BUILD)/demo/data
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,94 @@
+"""Benchmark: hf4rec next to Transformers4Rec 23.12 on the same prepared data, the same model
+sizes and the same CPU time budget, both scored by hf4rec's metric code on the same test users.
+
+    make bench-t4r-env          # once: builds the peer venv .venv-t4r
+    .venv/bin/python -m bench.compare_t4r --data build/demo/data --minutes 25 [--pairs gpt2:clm,xlnet:mlm]
+
+Item ids only (no side information), d_model 64, 2 layers, 2 heads, max length 200, batch 128,
+run one after the other (never concurrently: the machine has 2 cores). Prints one table and
+writes bench/results/compare_t4r.json. Not a test: it measures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PEER_PYTHON = ROOT / ".venv-t4r" / "bin" / "python"
+
+
+def side_features(data: Path) -> list[str]:
+    from training.features import feature_spec
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = feature_spec(data)
+    return [*spec.categorical, *spec.continuous, *spec.context_columns]
+
+
+def run_hf4rec(data: Path, architecture: str, task: str, minutes: float, out: Path, args) -> dict:
+    excluded = side_features(data)
+    command = [
+        sys.executable, "-m", "training.train", "--config", str(ROOT / "training" / "configs" / f"{architecture}_{task}.yaml"),
+        "--data", str(data), "--out", str(out), f"model.exclude_features={json.dumps(excluded)}",
+        f"model.d_model={args.d_model}", "model.n_layers=2", "model.n_heads=2", "model.max_length=200",
+        f"train.batch_size={args.batch_size}", f"train.lr={args.lr}", f"train.time_budget_minutes={minutes}",
+        "train.epochs=1000", f"train.eval_every_epochs={args.eval_every}", "train.patience=0", f"train.amp={args.amp}",
+    ]
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    result = json.loads((out / "metrics.json").read_text())
+    return {"library": "hf4rec", "train_samples_per_second": result["train_sequences_per_s"],
+            "steps": result["steps"], "train_seconds": result["train_seconds"], "test": result["test"]}
+
+
+def run_t4r(data: Path, architecture: str, task: str, minutes: float, out: Path, args) -> dict:
+    if not PEER_PYTHON.exists():
+        raise SystemExit(f"{PEER_PYTHON} not found: run `make bench-t4r-env` first")
+    command = [str(PEER_PYTHON), str(ROOT / "bench" / "t4r" / "train_t4r.py"), "--data", str(data), "--architecture", architecture,
+               "--task", task, "--d-model", str(args.d_model), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+               "--minutes", str(minutes), "--out", str(out)]
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "build" / "demo" / "data")
+    parser.add_argument("--minutes", type=float, default=25.0, help="training time budget of each run")
+    parser.add_argument("--pairs", default="gpt2:clm,xlnet:mlm", help="architecture:task pairs")
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.001)
+    parser.add_argument("--amp", default="none", help="hf4rec's train.amp (T4R runs in float32)")
+    parser.add_argument("--eval-every", type=int, default=5, help="hf4rec validation cadence in epochs")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench" / "compare_t4r")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for pair in args.pairs.split(","):
+        architecture, task = pair.split(":")
+        stem = f"{architecture}_{task}"
+        for run in (run_hf4rec, run_t4r):
+            out = args.work / (f"hf4rec_{stem}" if run is run_hf4rec else f"t4r_{stem}.json")
+            if out.exists():
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+            result = run(args.data, architecture, task, args.minutes, out, args)
+            row = {"pair": pair, "library": result["library"], "samples_per_s": round(result["train_samples_per_second"], 1),
+                   "train_seconds": round(result["train_seconds"]), "ndcg@10": round(result["test"]["ndcg@10"], 4),
+                   "hr@10": round(result["test"]["hr@10"], 4)}
+            if "t4r_ndcg@10" in result["test"]:
+                row["t4r_metric_ndcg@10_unmasked"] = round(result["test"]["t4r_ndcg@10"], 4)
+                row["our_metric_ndcg@10_unmasked"] = round(result["test"]["unmasked_ndcg@10"], 4)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "compare_t4r.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
