@@ -17,8 +17,9 @@ from torch import nn
 
 from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody
 from training.features import FeatureSpec
+from training.workflow import SPECIAL_CODES
 
-FIRST_ITEM_CODE = 3  # codes 0 pad, 1 null, 2 OOV are never recommended (SPECIAL_CODES in training.workflow)
+FIRST_ITEM_CODE = SPECIAL_CODES["first_value"]  # codes below (pad, null, OOV) are never recommended
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from transformers4rec.torch.utils.data_utils import MerlinDataLoader  # noqa: E4
 
 from training.metrics import ranking_metrics, target_ranks  # noqa: E402
 
-FIRST_ITEM_CODE = 3  # NVTabular's reserved codes 0-2 are never recommended, as in hf4rec
 
 
 class TimeBudget(TrainerCallback):
@@ -58,7 +57,8 @@ def build_model(schema, architecture: str, task: str, d_model: int, n_layers: in
 
 
 @torch.no_grad()
-def score_test(model, schema, test_path: str, max_length: int, ks=(5, 10, 20)) -> dict:
+def score_test(model, schema, test_path: str, max_length: int, first_item_code: int, ks=(5, 10, 20)) -> dict:
+    """`first_item_code`: codes below it (pad, null, OOV) are never recommended, as in hf4rec."""
     loader = MerlinDataLoader.from_schema(schema, test_path, batch_size=256, max_sequence_length=max_length,
                                           shuffle=False, drop_last=False)
     model.eval()
@@ -74,7 +74,7 @@ def score_test(model, schema, test_path: str, max_length: int, ks=(5, 10, 20)) -
         ours_unmasked = ranking_metrics(target_ranks(scores, labels), (10,))
         sums["unmasked_ndcg@10"] = sums.get("unmasked_ndcg@10", 0.0) + float(ours_unmasked["ndcg@10"].sum())
         sums["unmasked_recall@10"] = sums.get("unmasked_recall@10", 0.0) + float(ours_unmasked["recall@10"].sum())
-        scores[:, :FIRST_ITEM_CODE] = float("-inf")
+        scores[:, :first_item_code] = float("-inf")
         for name, values in ranking_metrics(target_ranks(scores, labels), ks).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
         rows += len(labels)
@@ -119,7 +119,8 @@ def main(argv=None) -> None:
         # HF's own samples/s assumes every planned epoch ran; the time budget stops earlier
         "train_seconds": seconds, "train_samples_per_second": trainer.state.global_step * args.batch_size / seconds,
         "epochs": trainer.state.epoch, "steps": trainer.state.global_step,
-        "test": score_test(model, schema, str(args.data / "test" / "part_0.parquet"), args.max_length),
+        "test": score_test(model, schema, str(args.data / "test" / "part_0.parquet"), args.max_length,
+                           json.loads((args.data / "prepared.json").read_text())["special_codes"]["first_value"]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
