@@ -3,7 +3,6 @@ no future event is visible to a causal body, special codes are never recommended
 weights share one storage."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch

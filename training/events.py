@@ -14,7 +14,7 @@ The column mapping is the contract between a user's events and the workflow:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np

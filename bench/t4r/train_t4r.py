@@ -112,7 +112,7 @@ def main(argv=None) -> None:
                          callbacks=[TimeBudget(60 * args.minutes)])
     trainer.train_dataset_or_path = str(args.data / "train" / "part_0.parquet")
     started = time.perf_counter()
-    output = trainer.train()
+    trainer.train()
     seconds = time.perf_counter() - started
     result = {
         "library": "transformers4rec 23.12", "architecture": args.architecture, "task": args.task,
