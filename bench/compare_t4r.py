@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         stem = f"{architecture}_{task}"
         for run in (run_hf4rec, run_t4r):
             out = args.work / (f"hf4rec_{stem}" if run is run_hf4rec else f"t4r_{stem}.json")
-            if out.exists():
-                subprocess.run(["rm", "-rf", str(out)], check=True)
+            if out.is_dir():
+                shutil.rmtree(out)
+            elif out.exists():
+                out.unlink()
             result = run(args.data, architecture, task, args.minutes, out, args)
             row = {"pair": pair, "library": result["library"], "samples_per_s": round(result["train_samples_per_second"], 1),
                    "train_seconds": round(result["train_seconds"]), "ndcg@10": round(result["test"]["ndcg@10"], 4),

@@ -25,8 +25,6 @@ def measure(config_file: Path, data: Path, d_model: int, amp: str, steps: int, w
     """Runs inside a fresh process: returns throughput and this process's peak RSS."""
     import warnings
 
-    import torch
-
     from training.config import load_config
     from training.train import Trainer
 
@@ -35,15 +33,11 @@ def measure(config_file: Path, data: Path, d_model: int, amp: str, steps: int, w
     config = load_config(config_file, overrides)
     trainer = Trainer(config, data, Path("/nonexistent-bench-run"))
     batches = trainer.train_data.batches(batch_size, shuffle=True, seed=0, bucket_by_length=config.train.bucket_by_length)
-    amp_dtype = {"bf16": torch.bfloat16}.get(amp)
+    trainer.model.train()
     rates = []
     for index, batch in zip(range(warmup + steps), batches):
         started = time.perf_counter()
-        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = trainer.step_module(batch, trainer.generator)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        trainer.train_step(batch)
         if index >= warmup:
             rates.append(len(batch[trainer.spec.item]) / (time.perf_counter() - started))
     return {"sequences_per_s": statistics.median(rates), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -145,30 +145,12 @@ class Trainer:
         losses, sequences, started = [], 0, time.perf_counter()
         batches = self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch,
                                           bucket_by_length=train.bucket_by_length)
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp)
         mine = (batch for index, batch in enumerate(batches)
                 if index % self.world == self.rank and index < self.steps_per_epoch * self.world)
         bar = tqdm(mine, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
                    leave=False, disable=None if self.rank == 0 else True, file=sys.stderr)
         for batch in bar:
-            batch = {name: values.to(self.device, non_blocking=True) for name, values in batch.items()}
-            with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = self.step_module(batch, self.generator)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
-            else:
-                loss.backward()
-            if train.clip_grad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_grad)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
+            loss = self.train_step(batch)
             losses.append(loss.item())
             sequences += len(batch[self.spec.item])
             bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
@@ -177,6 +159,30 @@ class Trainer:
         seconds = time.perf_counter() - started
         return {"train_loss": sum(losses) / max(len(losses), 1), "train_seconds": seconds,
                 "sequences_per_s": self.world * sequences / seconds}
+
+    def train_step(self, batch: dict) -> torch.Tensor:
+        """One optimisation step on one batch (AMP, clipping, scheduler); returns the loss."""
+        train = self.config.train
+        batch = {name: values.to(self.device, non_blocking=True) for name, values in batch.items()}
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp)
+        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = self.step_module(batch, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if train.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank when any rank says so (a time budget ends all ranks at one step)."""
