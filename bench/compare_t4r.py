@@ -32,7 +32,16 @@ def side_features(data: Path) -> list[str]:
     return [*spec.categorical, *spec.continuous, *spec.context_columns]
 
 
+def fresh(out: Path) -> Path:
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    return out
+
+
 def run_hf4rec(data: Path, architecture: str, task: str, minutes: float, out: Path, args) -> dict:
+    fresh(out)
     excluded = side_features(data)
     command = [
         sys.executable, "-m", "training.train", "--config", str(ROOT / "training" / "configs" / f"{architecture}_{task}.yaml"),
@@ -52,7 +61,7 @@ def run_t4r(data: Path, architecture: str, task: str, minutes: float, out: Path,
         raise SystemExit(f"{PEER_PYTHON} not found: run `make bench-t4r-env` first")
     command = [str(PEER_PYTHON), str(ROOT / "bench" / "t4r" / "train_t4r.py"), "--data", str(data), "--architecture", architecture,
                "--task", task, "--d-model", str(args.d_model), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-               "--minutes", str(minutes), "--out", str(out)]
+               "--minutes", str(minutes), "--out", str(fresh(out))]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
@@ -67,20 +76,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--amp", default="none", help="hf4rec's train.amp (T4R runs in float32)")
     parser.add_argument("--eval-every", type=int, default=5, help="hf4rec validation cadence in epochs")
+    parser.add_argument("--libraries", default="hf4rec,t4r", help="which sides to run now; the table also shows earlier results in --work")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench" / "compare_t4r")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    runners = {"hf4rec": run_hf4rec, "t4r": run_t4r}
+    wanted = args.libraries.split(",")
+    if not set(wanted) <= set(runners):
+        raise SystemExit(f"--libraries: expected names from {list(runners)}, got {args.libraries!r}")
     rows = []
     for pair in args.pairs.split(","):
         architecture, task = pair.split(":")
         stem = f"{architecture}_{task}"
-        for run in (run_hf4rec, run_t4r):
-            out = args.work / (f"hf4rec_{stem}" if run is run_hf4rec else f"t4r_{stem}.json")
-            if out.is_dir():
-                shutil.rmtree(out)
+        for library, run in runners.items():
+            out = args.work / f"{library}_{stem}.json"
+            if library in wanted:
+                result = run(args.data, architecture, task, args.minutes, args.work / f"{library}_{stem}", args)
+                out.write_text(json.dumps(result))
             elif out.exists():
-                out.unlink()
-            result = run(args.data, architecture, task, args.minutes, out, args)
+                result = json.loads(out.read_text())
+            else:
+                continue
             row = {"pair": pair, "library": result["library"], "samples_per_s": round(result["train_samples_per_second"], 1),
                    "train_seconds": round(result["train_seconds"]), "ndcg@10": round(result["test"]["ndcg@10"], 4),
                    "hr@10": round(result["test"]["hr@10"], 4)}

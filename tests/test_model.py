@@ -91,6 +91,16 @@ def test_mlm_scores_a_mask_slot_after_the_last_event():
     assert slotted["category"][0, 3] == 0 and slotted["price"][1, 8] == 0
 
 
+def test_a_masked_event_enters_as_the_mask_vector_whatever_its_features():
+    model = _model("bert", "mlm")
+    batch = _batch([5, 5])
+    batch["items"][:, 2] = model.inputs.mask_code
+    batch["category"][0, 2], batch["category"][1, 2] = 3, 7  # masked events' features differ
+    inputs = model.inputs(batch)
+    assert torch.equal(inputs[0, 2], model.inputs.mask_embedding) and torch.equal(inputs[1, 2], model.inputs.mask_embedding)
+    assert not torch.allclose(inputs[0, 1], inputs[1, 1])
+
+
 def test_keep_last_keeps_each_rows_last_events():
     batch = {"items": torch.tensor([[5, 6, 7, 8, 0], [9, 10, 0, 0, 0]])}
     kept, mask = keep_last(batch, batch["items"] != 0, 3, ("items",))

@@ -17,7 +17,7 @@ from training.config import ConfigError, build_config, load_config
 from training.features import FeatureError, feature_spec
 from training.losses import LossConfig, NextItemLoss
 from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
-from training.train import Trainer
+from training.train import Trainer, lr_lambda
 
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
 FAST = ["train.epochs=1", "train.warmup_steps=2", "model.d_model=16", "model.max_length=12", "train.batch_size=256"]
@@ -106,6 +106,33 @@ def test_training_learns_the_synthetic_transitions(prepared_synthetic, tmp_path)
     result = Trainer(config, prepared_synthetic, tmp_path / "run").run()
     popularity_only = 0.15  # hr@10 of always recommending the 10 most popular items is far below
     assert result["test"]["hr@10"] > 2 * popularity_only
+
+
+def test_under_a_time_budget_the_rate_decays_with_the_clock():
+    spent = {"share": 0.0}
+    factor = lr_lambda("cosine", warmup=10, total=1_000_000, clock=lambda: spent["share"])
+    assert factor(5) == pytest.approx(0.6)  # warmup counts steps
+    assert factor(20) == pytest.approx(1.0)
+    spent["share"] = 0.5
+    assert factor(20) == pytest.approx(0.5)  # half the budget spent: half-way down the cosine
+    spent["share"] = 1.2
+    assert factor(20) == pytest.approx(0.0)
+    assert lr_lambda("cosine", 10, 110)(60) == pytest.approx(0.5)  # without a clock, steps alone
+
+
+def test_budgeted_run_stops_in_time_at_a_low_rate(prepared_synthetic, tmp_path):
+    config = load_config(ROOT / "training/configs/gpt2_clm.yaml", FAST + ["train.epochs=1000", "train.patience=0", "train.time_budget_minutes=0.1"])
+    trainer = Trainer(config, prepared_synthetic, tmp_path / "run")
+    result = trainer.run()
+    assert result["stopped_by"] == "time budget" and result["train_seconds"] < 20
+    assert trainer.scheduler.get_last_lr()[0] < 0.05 * config.train.lr
+
+
+def test_the_model_stack_imports_without_nvtabular_or_merlin():
+    blocked = "import sys; sys.modules.update(merlin=None, nvtabular=None, dask=None); "
+    probe = blocked + "import training.train, training.evaluate, training.run_dir, training.model, training.data; print('ok')"
+    done = subprocess.run([PYTHON, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_resumed_run_follows_the_uninterrupted_one(prepared_synthetic, tmp_path):

@@ -35,6 +35,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     amp: str = "none"  # mixed precision: none | bf16 (CPU with AVX512-BF16/AMX, or GPU) | fp16 (GPU)
     bucket_by_length: bool = True  # batch sequences of similar length together (less padding), batch order shuffled
+    bucket_batches: int = 8  # each shuffled run of this many batches is sorted by length (small: batches vary per epoch)
 
 
 @dataclass(frozen=True)

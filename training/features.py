@@ -11,10 +11,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from merlin.schema import Schema, Tags
-from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+from typing import TYPE_CHECKING
 
 from training import prepared
+
+if TYPE_CHECKING:  # Merlin is imported only to read a schema: the model stack runs without it
+    from merlin.schema import Schema
 
 
 class FeatureError(ValueError):
@@ -44,6 +46,8 @@ def read_schema(prepared_dir: Path, split: str = "train") -> Schema:
     folder = Path(prepared_dir) / split
     if not (folder / "schema.pbtxt").is_file():
         raise FeatureError(f"data dir {prepared_dir}: no {split}/schema.pbtxt; run `python -m training.prepare` first")
+    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
     return TensorflowMetadata.from_proto_text_file(str(folder)).to_merlin_schema()
 
 
@@ -56,6 +60,8 @@ def _cardinality(column) -> int:
 
 def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSpec:
     """All usable features of a prepared folder, minus `exclude` (named columns)."""
+    from merlin.schema import Tags
+
     schema = read_schema(prepared_dir)
     summary = prepared.load_summary(prepared_dir)
     item = summary["item_list_column"]

@@ -17,7 +17,7 @@ from torch import nn
 
 from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody
 from training.features import FeatureSpec
-from training.workflow import SPECIAL_CODES
+from training.codes import SPECIAL_CODES
 
 FIRST_ITEM_CODE = SPECIAL_CODES["first_value"]  # codes below (pad, null, OOV) are never recommended
 
@@ -37,6 +37,7 @@ class ModelConfig:
     max_positions: int | None = None  # body position table; None: max_length
     aggregation: str = "concat"  # concat (then project to d_model) | element-wise-sum
     feature_dim: int = 16  # embedding size of side features under concat
+    input_norm: bool = True  # layer norm on the aggregated inputs (before the body's position embeddings)
     continuous_encoding: str = "linear"  # linear projection | soft-one-hot
     soft_one_hot_bins: int = 16  # bins of the soft one-hot encoding
     tie_weights: bool = True  # output layer shares the item embedding table
@@ -91,9 +92,12 @@ class SequenceInputs(nn.Module):
         self.spec = spec
         summing = config.aggregation == "element-wise-sum"
         side_dim = config.d_model if summing else config.feature_dim
-        # one extra row after the catalog: the [MASK] code of MLM
+        # one extra row after the catalog: the [MASK] code of MLM, looked up and then replaced by
+        # `mask_embedding`, which starts at zero so that a masked event's state comes from its
+        # context rather than from a constant input that drowns it (as Transformers4Rec masks)
         self.item_embedding = nn.Embedding(spec.item_cardinality + 1, config.d_model, padding_idx=0)
         self.mask_code = spec.item_cardinality
+        self.mask_embedding = nn.Parameter(torch.zeros(config.d_model))
         self.categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim, padding_idx=0) for name, n in spec.categorical.items()})
         encode = (lambda: nn.Linear(1, side_dim)) if config.continuous_encoding == "linear" else (lambda: SoftOneHot(config.soft_one_hot_bins, side_dim))
         self.continuous = nn.ModuleDict({name: encode() for name in spec.continuous})
@@ -108,7 +112,7 @@ class SequenceInputs(nn.Module):
         n_side = (len(self.categorical) + len(self.continuous) + len(self.context_categorical)
                   + len(self.context_continuous) + int(self.pretrained is not None))
         self.project = None if summing or n_side == 0 else nn.Linear(config.d_model + n_side * side_dim, config.d_model)
-        self.norm = nn.LayerNorm(config.d_model)
+        self.norm = nn.LayerNorm(config.d_model) if config.input_norm else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
         for module in self.modules():
             if isinstance(module, nn.Embedding) and (self.pretrained is None or module is not self.pretrained[0]):  # small scores at the start, as HF initialises token tables
@@ -132,7 +136,9 @@ class SequenceInputs(nn.Module):
             embeds = torch.stack(parts).sum(0)
         else:
             embeds = self.project(torch.cat(parts, dim=-1))
-        return self.dropout(self.norm(embeds))
+        embeds = self.dropout(self.norm(embeds))
+        masked = items == self.mask_code
+        return torch.where(masked.unsqueeze(-1), self.mask_embedding.to(embeds.dtype), embeds)
 
 
 def _encode_continuous(encoder: nn.Module, values: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from merlin.schema import ColumnSchema, Schema, Tags
-from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
 from training.events import EventColumns
-from training.workflow import SPECIAL_CODES
+
+if TYPE_CHECKING:
+    from merlin.schema import Schema
+from training.codes import SPECIAL_CODES
 
 SUMMARY_FILE = "prepared.json"
 WORKFLOW_DIR = "workflow"
@@ -33,6 +35,8 @@ def item_list_column(columns: EventColumns) -> str:
 
 
 def with_history_column(schema: Schema, columns: EventColumns) -> Schema:
+    from merlin.schema import ColumnSchema, Schema, Tags
+
     item = schema[item_list_column(columns)]
     history = ColumnSchema(
         HISTORY_COLUMN,
@@ -46,6 +50,8 @@ def with_history_column(schema: Schema, columns: EventColumns) -> Schema:
 
 def _saved_cat_paths(schema: Schema) -> Schema:
     """Point each column's categories at the saved workflow's copy, relative to the folder's root."""
+    from merlin.schema import Schema
+
     columns = []
     for column in schema:
         path = column.properties.get("cat_path")
@@ -57,6 +63,8 @@ def _saved_cat_paths(schema: Schema) -> Schema:
 
 
 def write_split(frame: pd.DataFrame, schema: Schema, folder: Path) -> None:
+    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
     folder.mkdir(parents=True, exist_ok=True)
     frame = frame[schema.column_names]
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / SPLIT_FILE)

@@ -66,11 +66,15 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(schedule: str, warmup: int, total: int):
+def lr_lambda(schedule: str, warmup: int, total: int, clock=None):
+    """Warmup over `warmup` steps, then decay over the rest of `total` steps or, when `clock`
+    is given (the share of a time budget spent, 0..1), over whichever runs out first."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(warmup, 1)
         progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+        if clock is not None:
+            progress = max(progress, min(1.0, clock()))
         if schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
         if schedule == "linear":
@@ -117,7 +121,10 @@ class Trainer:
         # every rank takes the same number of batches, so no rank waits on a missing all-reduce
         self.steps_per_epoch = math.ceil(len(self.train_data) / train.batch_size) // self.world
         total = self.steps_per_epoch * train.epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.schedule, train.warmup_steps, total))
+        # under a time budget the decay follows the budget's clock too, so a budgeted run ends at a low rate
+        self.budget_spent = 0.0  # share of train.time_budget_minutes used, agreed by all ranks
+        clock = (lambda: self.budget_spent) if train.time_budget_minutes else None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.schedule, train.warmup_steps, total, clock))
         self.generator = torch.Generator().manual_seed(train.seed + self.rank)
         self.epoch, self.step, self.history, self.best, self.bad_evals = 0, 0, [], None, 0
 
@@ -139,12 +146,12 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
 
     # --- loop ------------------------------------------------------------------------------
-    def train_epoch(self, deadline: float | None) -> dict:
+    def train_epoch(self, budget: tuple[float, float] | None) -> dict:
         train = self.config.train
         self.model.train()
         losses, sequences, started = [], 0, time.perf_counter()
         batches = self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch,
-                                          bucket_by_length=train.bucket_by_length)
+                                          bucket_by_length=train.bucket_by_length, bucket_batches=train.bucket_batches)
         mine = (batch for index, batch in enumerate(batches)
                 if index % self.world == self.rank and index < self.steps_per_epoch * self.world)
         bar = tqdm(mine, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
@@ -154,7 +161,7 @@ class Trainer:
             losses.append(loss.item())
             sequences += len(batch[self.spec.item])
             bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
-            if self._agree(deadline is not None and time.perf_counter() > deadline):
+            if budget is not None and self._tick(budget) >= 1.0:
                 break
         seconds = time.perf_counter() - started
         return {"train_loss": sum(losses) / max(len(losses), 1), "train_seconds": seconds,
@@ -184,13 +191,16 @@ class Trainer:
         self.step += 1
         return loss
 
-    def _agree(self, flag: bool) -> bool:
-        """True on every rank when any rank says so (a time budget ends all ranks at one step)."""
-        if self.world == 1:
-            return flag
-        value = torch.tensor([float(flag)], device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+    def _tick(self, budget: tuple[float, float]) -> float:
+        """Share of the time budget (start, seconds) spent, the largest over the ranks, so all
+        ranks decay the rate alike and stop at the same step."""
+        spent = (time.perf_counter() - budget[0]) / budget[1]
+        if self.world > 1:
+            value = torch.tensor([spent], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            spent = float(value.item())
+        self.budget_spent = spent
+        return spent
 
     def run(self, resume: bool = False) -> dict:
         """Train; rank 0 evaluates, checkpoints and writes the run directory, the others follow."""
@@ -201,13 +211,13 @@ class Trainer:
         self._barrier()
         if resume:
             self.resume()
-        deadline = time.perf_counter() + 60 * train.time_budget_minutes if train.time_budget_minutes else None
+        budget = (time.perf_counter(), 60 * train.time_budget_minutes) if train.time_budget_minutes else None
         writer = _tensorboard(self.out) if lead else None
         stopped = "epochs"
         while self.epoch < train.epochs:
-            record = {"epoch": self.epoch + 1, **self.train_epoch(deadline)}
+            record = {"epoch": self.epoch + 1, **self.train_epoch(budget)}
             self.epoch += 1
-            out_of_time = self._agree(deadline is not None and time.perf_counter() > deadline)
+            out_of_time = budget is not None and self._tick(budget) >= 1.0
             if self.epoch % train.eval_every_epochs == 0 or self.epoch == train.epochs or out_of_time:
                 if lead:
                     self._validate(record)

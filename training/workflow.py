@@ -19,6 +19,7 @@ from merlin.schema import Tags
 from nvtabular.ops.categorify import NULL_OFFSET, OOV_OFFSET
 
 from training import sequence_op
+from training.codes import SPECIAL_CODES
 from training.events import EventColumns
 from training.sequence_op import SequenceGroupby
 
@@ -32,8 +33,9 @@ class WorkflowOptions:
     buckets: int = 10  # quantile buckets when continuous == "bucketize"
 
 
-# Categorify's reserved codes; prepared.json records them for the model and the server
-SPECIAL_CODES = {"pad": 0, "null": NULL_OFFSET, "oov": OOV_OFFSET, "first_value": OOV_OFFSET + 1}
+if (SPECIAL_CODES["null"], SPECIAL_CODES["oov"]) != (NULL_OFFSET, OOV_OFFSET):
+    raise ImportError(f"training.codes.SPECIAL_CODES {SPECIAL_CODES} disagree with this NVTabular's Categorify "
+                      f"(null {NULL_OFFSET}, OOV {OOV_OFFSET})")
 CONTINUOUS = ("log-normalize", "normalize", "bucketize")
 
 
