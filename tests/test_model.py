@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.bodies import BODIES
+from training.bodies import BODIES, BodyConfig, SequenceBody
 from training.features import FeatureSpec
 from training.model import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel, compact, keep_last
 
@@ -43,9 +43,10 @@ def _left_padded(batch):
     return out
 
 
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
 @pytest.mark.parametrize("architecture,task", ALL)
-def test_left_and_right_padding_give_the_same_scores(architecture, task):
-    model = _model(architecture, task)
+def test_left_and_right_padding_give_the_same_scores(architecture, task, positions):
+    model = _model(architecture, task, positions=positions)
     batch = _batch([8, 3, 5])
     with torch.no_grad():
         right = model.next_item_scores(batch)
@@ -54,9 +55,20 @@ def test_left_and_right_padding_give_the_same_scores(architecture, task):
     assert torch.isinf(right[:, :FIRST_ITEM_CODE]).all() and torch.isfinite(right[:, FIRST_ITEM_CODE:]).all()
 
 
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
+def test_position_ids_count_from_the_first_or_back_from_the_last_event(positions):
+    body = SequenceBody("gpt2", BodyConfig(d_model=16, n_layers=1, n_heads=2, max_positions=10, positions=positions))
+    seen, forward = {}, body.model.forward
+    body.model.forward = lambda **kwargs: (seen.update(kwargs), forward(**kwargs))[1]
+    body(torch.randn(2, 4, 16), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]).bool())
+    expected = [[0, 1, 2, 3], [0, 1, 2, 3]] if positions == "from_start" else [[2, 1, 0, 0], [3, 2, 1, 0]]
+    assert seen["position_ids"].tolist() == expected
+
+
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
 @pytest.mark.parametrize("architecture,task", CAUSAL)
-def test_causal_bodies_do_not_see_the_future(architecture, task):
-    model = _model(architecture, task)
+def test_causal_bodies_do_not_see_the_future(architecture, task, positions):
+    model = _model(architecture, task, positions=positions)
     batch = _batch([8, 8])
     changed = {k: v.clone() for k, v in batch.items()}
     changed["items"][:, 5:] = FIRST_ITEM_CODE + (changed["items"][:, 5:] + 7) % (60 - FIRST_ITEM_CODE)
@@ -154,6 +166,7 @@ def test_every_feature_changes_the_output():
     (dict(architecture="llama", task="plm"), "PLM needs XLNet"),
     (dict(architecture="bert", task="mlm", max_length=600), "above bert's limit of 512"),
     (dict(max_length=300, max_positions=200), "max_length 300 is above the body's max_positions 200"),
+    (dict(positions="reversed"), "positions: expected one of ['from_start', 'from_end'], got 'reversed'"),
     (dict(attention="flash"), "attention: expected .sdpa. or .eager., got .flash."),
 ])
 def test_bad_model_configs_are_refused(overrides, message):

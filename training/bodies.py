@@ -24,6 +24,7 @@ class BodyConfig:
     max_positions: int = 200  # position table size; the longest sequence the body accepts
     causal: bool = True  # CLM wants a causal body; MLM a bidirectional one (where the body offers both)
     attention: str = "sdpa"  # HF attention implementation: sdpa (scaled-dot-product) or eager
+    positions: str = "from_start"  # absolute position ids: from_start (0 = first event) | from_end (0 = last event)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ BODIES: dict[str, BodyKind] = {
 }
 
 
+POSITIONS = ("from_start", "from_end")
+
+
 class BodyError(ValueError):
     pass
 
@@ -123,6 +127,9 @@ class SequenceBody(nn.Module):
         self.model = kind.build(cfg)
         self.position_offset = 2 if name == "roberta" else 0  # RoBERTa's positions start after its padding index
         self.takes_positions = name not in ("xlnet", "gru")
+        if cfg.positions not in POSITIONS:
+            raise BodyError(f"positions: expected one of {list(POSITIONS)}, got {cfg.positions!r}")
+        self.from_end = cfg.positions == "from_end"
         self.causal_by_perm_mask = name == "xlnet" and cfg.causal  # HF's attn_type="uni" breaks with padding masks
 
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor, perm_mask: torch.Tensor | None = None,
@@ -140,5 +147,7 @@ class SequenceBody(nn.Module):
             kwargs["perm_mask"] = future.expand(embeds.shape[0], -1, -1)
         if self.takes_positions:
             positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
+            if self.from_end:  # SASRec's left padding: the last event is always at one position, recency is explicit
+                positions = (mask.sum(1, keepdim=True) - 1 - positions).clamp(min=0)
             kwargs["position_ids"] = positions + self.position_offset
         return self.model(**kwargs).last_hidden_state

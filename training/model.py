@@ -37,6 +37,7 @@ class ModelConfig:
     max_positions: int | None = None  # body position table; None: max_length
     aggregation: str = "concat"  # concat (then project to d_model) | element-wise-sum
     feature_dim: int = 16  # embedding size of side features under concat
+    positions: str = "from_start"  # absolute position ids (bodies that take them): from_start | from_end (recency)
     input_norm: bool = True  # layer norm on the aggregated inputs (before the body's position embeddings)
     continuous_encoding: str = "linear"  # linear projection | soft-one-hot
     soft_one_hot_bins: int = 16  # bins of the soft one-hot encoding
@@ -187,7 +188,7 @@ class NextItemModel(nn.Module):
         body_config = BodyConfig(
             d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, dropout=config.dropout,
             attention_dropout=config.dropout if config.attention_dropout is None else config.attention_dropout,
-            attention=config.attention,
+            attention=config.attention, positions=config.positions,
             max_positions=config.max_positions or config.max_length, causal=config.task == "clm",
         )
         try:
