@@ -166,7 +166,7 @@ def test_every_feature_changes_the_output():
     (dict(architecture="llama", task="plm"), "PLM needs XLNet"),
     (dict(architecture="bert", task="mlm", max_length=600), "above bert's limit of 512"),
     (dict(max_length=300, max_positions=200), "max_length 300 is above the body's max_positions 200"),
-    (dict(positions="reversed"), "positions: expected one of ['from_start', 'from_end'], got 'reversed'"),
+    (dict(positions="reversed"), "positions: expected one of .*, got 'reversed'"),
     (dict(attention="flash"), "attention: expected .sdpa. or .eager., got .flash."),
 ])
 def test_bad_model_configs_are_refused(overrides, message):
