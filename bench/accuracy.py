@@ -18,6 +18,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -121,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             name = pending.pop(0)
             config, overrides = VARIANTS[name]
             run = args.out / name.replace(":", "__")
-            if run.exists():
-                subprocess.run(["rm", "-rf", str(run)], check=True)
+            shutil.rmtree(run, ignore_errors=True)
             train_args = ["--config", str(CONFIGS / f"{config}.yaml"), "--data", str(args.data), "--out", str(run),
                           *args.overrides, *overrides]  # a variant's own settings win
             command = [sys.executable, "-m", "bench.accuracy", "--specs", str(args.specs), "--train-with-specs", *train_args] \

@@ -32,8 +32,7 @@ def measure(config_file: Path, data: Path, d_model: int, amp: str, steps: int, w
     overrides = [f"model.d_model={d_model}", "model.max_length=200", f"train.amp={amp}", f"train.batch_size={batch_size}"]
     config = load_config(config_file, overrides)
     trainer = Trainer(config, data, Path("/nonexistent-bench-run"))
-    batches = trainer.train_data.batches(batch_size, shuffle=True, seed=0, bucket_by_length=config.train.bucket_by_length,
-                                         bucket_batches=config.train.bucket_batches)
+    batches = trainer.epoch_batches()
     trainer.model.train()
     rates = []
     for index, batch in zip(range(warmup + steps), batches):

@@ -108,6 +108,26 @@ def test_training_learns_the_synthetic_transitions(prepared_synthetic, tmp_path)
     assert result["test"]["hr@10"] > 2 * popularity_only
 
 
+def test_length_buckets_cut_padding_and_still_vary_per_epoch(prepared_synthetic, spec):
+    from training.data import SequenceData
+
+    data = SequenceData(prepared_synthetic, "train", spec)
+
+    def epoch(seed, bucket_batches):
+        return [tuple(sorted((batch[spec.item] != 0).sum(1).tolist()))
+                for batch in data.batches(32, shuffle=True, seed=seed, bucket_batches=bucket_batches)]
+
+    def padded_cells(batches):
+        return sum(len(lengths) * max(lengths) for lengths in batches)
+
+    plain, bucketed = epoch(1, 0), epoch(1, 4)
+    assert sorted(x for b in plain for x in b) == sorted(x for b in bucketed for x in b)  # the same rows
+    assert padded_cells(bucketed) < 0.9 * padded_cells(plain)
+    assert sorted(bucketed) != sorted(epoch(2, 4))  # other batches in another epoch
+    whole = -(-len(data) // 32)  # one run over the whole epoch: the same batches every epoch
+    assert sorted(epoch(1, whole)) == sorted(epoch(2, whole))
+
+
 def test_under_a_time_budget_the_rate_decays_with_the_clock():
     spent = {"share": 0.0}
     factor = lr_lambda("cosine", warmup=10, total=1_000_000, clock=lambda: spent["share"])

@@ -53,18 +53,18 @@ class SequenceData:
         return out
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last_event: bool = False,
-                bucket_by_length: bool = False, bucket_batches: int = 50):
-        """Batches of rows; shuffled by `seed`. With bucket_by_length, each run of `bucket_batches`
+                bucket_batches: int = 0):
+        """Batches of rows; shuffled by `seed`. With `bucket_batches` > 0, each run of that many
         shuffled batches is sorted by length before cutting, so batches hold similar lengths
         (less padding), and the batch order is shuffled again."""
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(self)) if shuffle else np.arange(len(self))
-        if bucket_by_length:
+        if bucket_batches:
             span = batch_size * bucket_batches
             order = np.concatenate([group[np.argsort(self.lengths[group], kind="stable")]
                                     for group in np.split(order, range(span, len(order), span))]) if len(order) else order
         starts = np.arange(0, len(order), batch_size)
-        if bucket_by_length and shuffle:
+        if bucket_batches and shuffle:
             starts = rng.permutation(starts)
         for start in starts:
             yield self.batch(order[start:start + batch_size], drop_last_event=drop_last_event)

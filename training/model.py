@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody
-from training.features import FeatureSpec
 from training.codes import SPECIAL_CODES
+from training.features import FeatureSpec
 
 FIRST_ITEM_CODE = SPECIAL_CODES["first_value"]  # codes below (pad, null, OOV) are never recommended
 
@@ -126,8 +126,7 @@ class SequenceInputs(nn.Module):
         parts = [self.item_embedding(items)]
         parts += [self.categorical[name](batch[name]) for name in self.categorical]
         if self.pretrained is not None:
-            content = self.pretrained(items.clamp(max=self.spec.item_cardinality - 1))
-            parts.append(content * (items < self.spec.item_cardinality).unsqueeze(-1))  # [MASK] has no content
+            parts.append(self.pretrained(items.clamp(max=self.spec.item_cardinality - 1)))  # [MASK]: replaced below
         parts += [_encode_continuous(self.continuous[name], batch[name]) for name in self.continuous]
         length = items.shape[1]
         parts += [self.context_categorical[name](batch[name]).unsqueeze(1).expand(-1, length, -1) for name in self.context_categorical]

@@ -17,11 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from training.codes import SPECIAL_CODES
 from training.events import EventColumns
 
 if TYPE_CHECKING:
     from merlin.schema import Schema
-from training.codes import SPECIAL_CODES
 
 SUMMARY_FILE = "prepared.json"
 WORKFLOW_DIR = "workflow"

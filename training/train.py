@@ -150,9 +150,7 @@ class Trainer:
         train = self.config.train
         self.model.train()
         losses, sequences, started = [], 0, time.perf_counter()
-        batches = self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch,
-                                          bucket_by_length=train.bucket_by_length, bucket_batches=train.bucket_batches)
-        mine = (batch for index, batch in enumerate(batches)
+        mine = (batch for index, batch in enumerate(self.epoch_batches())
                 if index % self.world == self.rank and index < self.steps_per_epoch * self.world)
         bar = tqdm(mine, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
                    leave=False, disable=None if self.rank == 0 else True, file=sys.stderr)
@@ -166,6 +164,12 @@ class Trainer:
         seconds = time.perf_counter() - started
         return {"train_loss": sum(losses) / max(len(losses), 1), "train_seconds": seconds,
                 "sequences_per_s": self.world * sequences / seconds}
+
+    def epoch_batches(self):
+        """This epoch's training batches, shuffled (and length-bucketed) as the config says."""
+        train = self.config.train
+        return self.train_data.batches(train.batch_size, shuffle=True, seed=train.seed * 10_007 + self.epoch,
+                                       bucket_batches=train.bucket_batches if train.bucket_by_length else 0)
 
     def train_step(self, batch: dict) -> torch.Tensor:
         """One optimisation step on one batch (AMP, clipping, scheduler); returns the loss."""
