@@ -103,6 +103,16 @@ def test_mlm_scores_a_mask_slot_after_the_last_event():
     assert slotted["category"][0, 3] == 0 and slotted["price"][1, 8] == 0
 
 
+@pytest.mark.parametrize("input_norm", [True, False])
+def test_input_norm_switches_the_layer_norm_on_the_inputs(input_norm):
+    spec = FeatureSpec(item="items", item_cardinality=60)
+    model = NextItemModel(spec, ModelConfig(d_model=16, max_length=10, input_norm=input_norm)).eval()
+    items = _batch([5, 3])["items"]
+    inputs, raw = model.inputs({"items": items}), model.inputs.item_embedding(items)
+    normalised = torch.nn.functional.layer_norm(raw, (16,))
+    torch.testing.assert_close(inputs, normalised if input_norm else raw)
+
+
 def test_a_masked_event_enters_as_the_mask_vector_whatever_its_features():
     model = _model("bert", "mlm")
     batch = _batch([5, 5])

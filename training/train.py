@@ -92,6 +92,8 @@ class Trainer:
         metric_names = {f"{m}@{k}" for m in ("ndcg", "recall", "hr", "mrr", "map", "precision") for k in train.ks}
         if train.early_stopping_metric not in metric_names:
             raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
+        if train.bucket_by_length and train.bucket_batches < 1:
+            raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
         check_loss(config.loss)
         if train.threads:
             torch.set_num_threads(train.threads)
