@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from tests.conftest import PYTHON, ROOT
 from training import run_dir
 from training.config import ConfigError, build_config, load_config
+from training.data import SequenceData
+from training.evaluate import evaluate
 from training.features import FeatureError, feature_spec
 from training.losses import LossConfig, NextItemLoss
 from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
@@ -188,6 +190,13 @@ def test_evaluate_command_recomputes_the_saved_test_metrics(prepared_synthetic, 
     printed = json.loads(completed.stdout)
     assert printed["ndcg@10"] == pytest.approx(result["test"]["ndcg@10"], abs=1e-5)
     assert printed["hr@10"] == pytest.approx(result["test"]["hr@10"], abs=1e-5)
+    model, config = run_dir.load_model(out)
+    excluded = evaluate(model, SequenceData(prepared_synthetic, "test", model.spec), config.train.ks, exclude_seen=True)
+    for flag, expected in (("--exclude-seen", excluded), ("--no-exclude-seen", result["test"])):
+        completed = subprocess.run([PYTHON, "-m", "training.evaluate", "--run", str(out), flag], cwd=ROOT, capture_output=True, text=True)
+        assert completed.returncode == 0, completed.stderr
+        assert json.loads(completed.stdout)["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-5), flag
+    assert excluded["ndcg@10"] != pytest.approx(result["test"]["ndcg@10"], abs=1e-5)  # the flag changes the ranking
 
 
 @pytest.mark.parametrize("arguments,message", [

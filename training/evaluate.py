@@ -1,6 +1,6 @@
 """Recompute a saved run's ranking metrics on a split.
 
-    python -m training.evaluate --run RUN_DIR [--split test|valid] [--exclude-seen]
+    python -m training.evaluate --run RUN_DIR [--split test|valid] [--exclude-seen | --no-exclude-seen]
 
 Every row of the split is one prediction: its events but the last are the input, the last
 is the target, ranked against the full catalog.
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run directory written by training.train")
     parser.add_argument("--split", default="test", help="prepared split to evaluate (test, valid, ...)")
-    parser.add_argument("--exclude-seen", action="store_true", default=None, help="drop the sequence's own items from the ranking")
+    parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
+                        help="drop the sequence's own items from the ranking (default: the run's train.exclude_seen)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
     try:

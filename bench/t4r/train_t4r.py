@@ -34,6 +34,21 @@ from training.metrics import ranking_metrics, target_ranks  # noqa: E402
 
 
 
+class StepTimer(TrainerCallback):
+    """Seconds between consecutive step ends after `warmup` steps: batch loading included."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.last, self.seconds, self.steps = warmup, None, 0.0, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self.last is not None and state.global_step > self.warmup:
+            self.seconds += now - self.last
+            self.steps += 1
+        self.last = now
+        return control
+
+
 class TimeBudget(TrainerCallback):
     def __init__(self, seconds: float):
         self.deadline = time.perf_counter() + seconds
@@ -56,9 +71,20 @@ def build_model(schema, architecture: str, task: str, d_model: int, n_layers: in
     return tr.Model(tr.Head(body, tr.NextItemPredictionTask(weight_tying=True), inputs=inputs))
 
 
+def seen_before_target(items: torch.Tensor) -> torch.Tensor:
+    """The input items of right-padded rows [B, L] whose last real item is the target: every
+    real item but that last one (pad code 0 elsewhere), the items already in the sequence."""
+    seen = items.clone()
+    last = ((items != 0).sum(1) - 1).clamp(min=0)
+    seen[torch.arange(len(items)), last] = 0
+    return seen
+
+
 @torch.no_grad()
 def score_test(model, schema, test_path: str, max_length: int, first_item_code: int, ks=(5, 10, 20)) -> dict:
-    """`first_item_code`: codes below it (pad, null, OOV) are never recommended, as in hf4rec."""
+    """`first_item_code`: codes below it (pad, null, OOV) are never recommended, as in hf4rec.
+    Plain metric names rank with the sequence's own items excluded (the standard ML-1M protocol,
+    as hf4rec's train.exclude_seen); `all_items_*` rank them too."""
     loader = MerlinDataLoader.from_schema(schema, test_path, batch_size=256, max_sequence_length=max_length,
                                           shuffle=False, drop_last=False)
     model.eval()
@@ -76,6 +102,12 @@ def score_test(model, schema, test_path: str, max_length: int, first_item_code: 
         sums["unmasked_recall@10"] = sums.get("unmasked_recall@10", 0.0) + float(ours_unmasked["recall@10"].sum())
         scores[:, :first_item_code] = float("-inf")
         for name, values in ranking_metrics(target_ranks(scores, labels), ks).items():
+            sums[f"all_items_{name}"] = sums.get(f"all_items_{name}", 0.0) + float(values.sum())
+        items = inputs[schema.select_by_tag(Tags.ITEM_ID).column_names[0]]
+        if items.dim() != 2 or not bool((items.gather(1, ((items != 0).sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1) == labels).all()):
+            raise SystemExit(f"score_test: expected padded item rows [B, L] ending in the label, got shape {tuple(items.shape)}")
+        seen = seen_before_target(items)
+        for name, values in ranking_metrics(target_ranks(scores, labels, exclude=seen), ks).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
         rows += len(labels)
     result = {name: total / rows for name, total in sums.items()}
@@ -98,8 +130,12 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=25.0)
     parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--speed-steps", type=int, default=0, help="only measure: sequences/s over this many steps (no scoring)")
+    parser.add_argument("--warmup-steps", type=int, default=3, help="steps before --speed-steps starts counting")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.speed_steps:
+        args.max_steps, args.minutes = args.warmup_steps + args.speed_steps, 1e9
     warnings.simplefilter("ignore")
     schema = Dataset(str(args.data / "train"), engine="parquet").schema.select_by_tag(Tags.ITEM_ID)
     model = build_model(schema, args.architecture, args.task, args.d_model, args.layers, args.heads, args.max_length)
@@ -108,12 +144,19 @@ def main(argv=None) -> None:
         num_train_epochs=args.epochs, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr, no_cuda=True, report_to=[], logging_steps=50, save_strategy="no", seed=0,
     )
+    timer = StepTimer(args.warmup_steps)
     trainer = tr.Trainer(model=model, args=training_args, schema=schema, compute_metrics=True,
-                         callbacks=[TimeBudget(60 * args.minutes)])
+                         callbacks=[TimeBudget(60 * args.minutes), timer])
     trainer.train_dataset_or_path = str(args.data / "train" / "part_0.parquet")
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    if args.speed_steps:
+        result = {"library": "transformers4rec 23.12", "sequences_per_s": timer.steps * args.batch_size / timer.seconds, "steps": timer.steps}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result) + "\n")
+        print(json.dumps(result))
+        return
     result = {
         "library": "transformers4rec 23.12", "architecture": args.architecture, "task": args.task,
         # HF's own samples/s assumes every planned epoch ran; the time budget stops earlier
