@@ -23,9 +23,12 @@ import sys
 import warnings
 from pathlib import Path
 
+from bench.accuracy import PROTOCOL
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PEER_PYTHON = ROOT / ".venv-t4r" / "bin" / "python"
+WARMUP_STEPS = 3  # --speed-rounds: steps of each burst before timing starts
 
 
 def side_features(data: Path) -> list[str]:
@@ -57,7 +60,7 @@ def run_hf4rec(data: Path, architecture: str, task: str, minutes: float, out: Pa
         sys.executable, "-m", "training.train", "--config", str(ROOT / "training" / "configs" / f"{architecture}_{task}.yaml"),
         "--data", str(data), "--out", str(out), *same_setting(data, args), f"train.time_budget_minutes={minutes}",
         "train.epochs=1000", f"train.eval_every_epochs={args.eval_every}", "train.patience=0", f"train.amp={args.amp}",
-        "train.exclude_seen=true",  # the standard protocol; all_items_* below rank the seen items too
+        *PROTOCOL,  # all_items_* below rank the seen items too
     ]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     result = json.loads((out / "metrics.json").read_text())
@@ -81,7 +84,7 @@ def run_t4r(data: Path, architecture: str, task: str, minutes: float, out: Path,
 def speed_hf4rec(data: Path, architecture: str, task: str, args) -> float:
     config = ROOT / "training" / "configs" / f"{architecture}_{task}.yaml"
     command = [sys.executable, "-m", "bench.train_speed", "--data", str(data), "--steps", str(args.speed_steps),
-               "--warmup", "3", "--batch-size", str(args.batch_size), *(f"--set={o}" for o in same_setting(data, args)),
+               "--warmup", str(WARMUP_STEPS), "--batch-size", str(args.batch_size), *(f"--set={o}" for o in same_setting(data, args)),
                "--one", str(config), str(args.d_model), args.amp]
     completed = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])["sequences_per_s"]
@@ -91,7 +94,7 @@ def speed_t4r(data: Path, architecture: str, task: str, args) -> float:
     out = args.work / f"t4r_{architecture}_{task}_speed.json"
     command = [str(PEER_PYTHON), str(ROOT / "bench" / "t4r" / "train_t4r.py"), "--data", str(data), "--architecture", architecture,
                "--task", task, "--d-model", str(args.d_model), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-               "--speed-steps", str(args.speed_steps), "--out", str(fresh(out))]
+               "--speed-steps", str(args.speed_steps), "--warmup-steps", str(WARMUP_STEPS), "--out", str(fresh(out))]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(out.read_text())["sequences_per_s"]
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench" / "compare_t4r")
     parser.add_argument("--speed-rounds", type=int, default=0,
                         help="only throughput: this many alternating rounds of --speed-steps steps per library")
-    parser.add_argument("--speed-steps", type=int, default=30, help="measured steps per round (after 3 warm-up steps)")
+    parser.add_argument("--speed-steps", type=int, default=30, help=f"measured steps per round (after {WARMUP_STEPS} warm-up steps)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.speed_rounds:

@@ -71,12 +71,16 @@ def build_model(schema, architecture: str, task: str, d_model: int, n_layers: in
     return tr.Model(tr.Head(body, tr.NextItemPredictionTask(weight_tying=True), inputs=inputs))
 
 
-def seen_before_target(items: torch.Tensor) -> torch.Tensor:
-    """The input items of right-padded rows [B, L] whose last real item is the target: every
-    real item but that last one (pad code 0 elsewhere), the items already in the sequence."""
+def seen_before_target(items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The items already in each sequence: every real item of the right-padded rows [B, L] but
+    the last, which must be the row's label (pad code 0 elsewhere)."""
+    if items.dim() != 2:
+        raise SystemExit(f"score_test: expected padded item rows [B, L], got shape {tuple(items.shape)}")
+    rows, last = torch.arange(len(items)), ((items != 0).sum(1) - 1).clamp(min=0)
+    if not bool((items[rows, last] == labels).all()):
+        raise SystemExit("score_test: expected each padded item row to end in its label")
     seen = items.clone()
-    last = ((items != 0).sum(1) - 1).clamp(min=0)
-    seen[torch.arange(len(items)), last] = 0
+    seen[rows, last] = 0
     return seen
 
 
@@ -103,10 +107,7 @@ def score_test(model, schema, test_path: str, max_length: int, first_item_code: 
         scores[:, :first_item_code] = float("-inf")
         for name, values in ranking_metrics(target_ranks(scores, labels), ks).items():
             sums[f"all_items_{name}"] = sums.get(f"all_items_{name}", 0.0) + float(values.sum())
-        items = inputs[schema.select_by_tag(Tags.ITEM_ID).column_names[0]]
-        if items.dim() != 2 or not bool((items.gather(1, ((items != 0).sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1) == labels).all()):
-            raise SystemExit(f"score_test: expected padded item rows [B, L] ending in the label, got shape {tuple(items.shape)}")
-        seen = seen_before_target(items)
+        seen = seen_before_target(inputs[schema.select_by_tag(Tags.ITEM_ID).column_names[0]], labels)
         for name, values in ranking_metrics(target_ranks(scores, labels, exclude=seen), ks).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
         rows += len(labels)
