@@ -1,4 +1,49 @@
-"""`python -m export`: not built yet; the exporter lands with the serving issue (#4)."""
-import sys
+"""Export a trained run as a Triton ensemble (feature transform -> PyTorch model -> top-k).
 
-sys.exit("export: not implemented yet; it lands with issue #4 (export to a Triton ensemble)")
+    python -m export --run RUN_DIR [--repo build/model_repository] [--name hf4rec] [--version N]
+        [--max-batch-size 64] [--top-k 100] [--device cpu|gpu] [--torch-runtime libtorch|python]
+        [--exclude-seen | --no-exclude-seen]
+
+The layout and the ensemble's input/output contract: model_repository/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from export.repository import SOURCES, ExportError, ExportOptions, export
+
+DEFAULT_REPO = Path("build/model_repository")
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = ExportOptions()
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="run directory written by training.train")
+    parser.add_argument("--repo", type=Path, default=DEFAULT_REPO, help=f"model repository to add a version to (default {DEFAULT_REPO})")
+    parser.add_argument("--name", default=defaults.name, help="the ensemble's name; steps are NAME_transform, NAME_model, NAME_topk")
+    parser.add_argument("--version", type=int, help="version to write (default: one above the highest)")
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, help="sessions per batch")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="the largest k a request may ask for")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default=defaults.device, help="where the model step runs")
+    parser.add_argument("--torch-runtime", choices=["libtorch", "python"], default=defaults.torch_runtime,
+                        help="libtorch backend (NGC tritonserver) or model.pt in the python backend (no libtorch backend here)")
+    parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
+                        help="never recommend the session's own items (default: the run's train.exclude_seen)")
+    args = parser.parse_args(argv)
+    if args.repo.resolve() == SOURCES:
+        raise SystemExit(f"export: {SOURCES} holds the python model sources and is not a model repository "
+                         f"(Triton would load every folder in it); use --repo {DEFAULT_REPO}")
+    options = ExportOptions(name=args.name, version=args.version, max_batch_size=args.max_batch_size, top_k=args.top_k,
+                            device=args.device, torch_runtime=args.torch_runtime, exclude_seen=args.exclude_seen)
+    try:
+        result = export(args.run, args.repo, options)
+    except (ExportError, FileNotFoundError) as error:
+        raise SystemExit(f"export: {error}")
+    print(f"exported {args.run} as version {result['version']} of ensemble {result['name']!r} into {result['repo']} "
+          f"({options.torch_runtime} model step on {options.device}, max batch {options.max_batch_size}, "
+          f"k up to {options.top_k}, seen items {'excluded' if result['exclude_seen'] else 'kept'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -230,7 +230,7 @@ class NextItemModel(nn.Module):
         out = dict(batch)
         for name in self.spec.list_columns:
             out[name] = torch.cat([batch[name], torch.zeros_like(batch[name][:, :1])], dim=1)
-        rows = torch.arange(len(lengths), device=lengths.device)
+        rows = torch.arange(lengths.shape[0], device=lengths.device)
         out[self.spec.item][rows, lengths] = self.inputs.mask_code
         for name in self.spec.list_columns[1:]:  # the next event's side features are unknown
             out[name][rows, lengths] = 0
@@ -245,12 +245,12 @@ class NextItemModel(nn.Module):
             last = (mask.sum(1) - 1).clamp(min=0)
             return self.scores(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
         batch, slot = self.with_mask_slot(batch, mask)
-        rows = torch.arange(len(slot), device=slot.device)
+        rows = torch.arange(slot.shape[0], device=slot.device)
         if self.config.task == "plm":  # XLNet's query stream at the slot, which no event sees
             width = batch[self.spec.item].shape[1]
-            perm_mask = torch.zeros(len(slot), width, width, device=slot.device)
+            perm_mask = torch.zeros(slot.shape[0], width, width, device=slot.device)
             perm_mask[rows, :, slot] = 1
-            target_mapping = torch.zeros(len(slot), 1, width, device=slot.device)
+            target_mapping = torch.zeros(slot.shape[0], 1, width, device=slot.device)
             target_mapping[rows, 0, slot] = 1
             hidden = self.body(self.inputs(batch), batch[self.spec.item] != 0, perm_mask, target_mapping)
             return self.scores(hidden[:, 0])

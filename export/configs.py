@@ -1,0 +1,85 @@
+"""config.pbtxt of the four models (transform, model, top-k, the ensemble), as text.
+
+The ensemble reads as the data path: raw events -> NAME_transform -> NAME_model ->
+NAME_topk. The model step's two variants (libtorch or the python runner) share every line
+but `backend`: the runner reads the same thread parameters the libtorch backend does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WIRE = {"string": "TYPE_STRING", "int64": "TYPE_INT64", "float64": "TYPE_FP64", "float32": "TYPE_FP32", "int32": "TYPE_INT32"}
+BACKENDS = {"libtorch": "pytorch", "python": "python"}
+KEEP_VERSIONS = 2  # the previous export stays loaded beside the new one
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # a WIRE key
+    dims: tuple[int, ...]
+
+    def text(self) -> str:
+        dims = ", ".join(str(d) for d in self.dims)
+        return f'  {{ name: "{self.name}" data_type: {WIRE[self.dtype]} dims: [ {dims} ] }}'
+
+
+def _tensors(kind: str, tensors: list[Tensor]) -> str:
+    return f"{kind} [\n" + ",\n".join(t.text() for t in tensors) + "\n]\n"
+
+
+def _parameters(values: dict[str, str]) -> str:
+    return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in values.items())
+
+
+def step_config(name: str, backend: str, max_batch_size: int, inputs: list[Tensor], outputs: list[Tensor],
+                kind: str = "KIND_CPU", parameters: dict[str, str] | None = None) -> str:
+    return (
+        f'name: "{name}"\n'
+        f'backend: "{backend}"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        "dynamic_batching { }\n"
+        + _tensors("input", inputs)
+        + _tensors("output", outputs)
+        + f"instance_group [ {{ count: 1 kind: {kind} }} ]\n"
+        + f"version_policy: {{ latest: {{ num_versions: {KEEP_VERSIONS} }} }}\n"
+        + _parameters(parameters or {})
+    )
+
+
+def model_parameters(threads: int = 1) -> dict[str, str]:
+    """The libtorch backend's knobs (the python runner honours the same ones)."""
+    return {"INFERENCE_MODE": "true", "INTRA_OP_THREAD_COUNT": str(threads), "INTER_OP_THREAD_COUNT": str(threads)}
+
+
+@dataclass(frozen=True)
+class Step:
+    model: str
+    inputs: dict[str, str]  # the step's input -> the ensemble tensor
+    outputs: dict[str, str]  # the step's output -> the ensemble tensor
+
+
+def ensemble_config(name: str, max_batch_size: int, inputs: list[Tensor], outputs: list[Tensor], steps: list[Step],
+                    parameters: dict[str, str]) -> str:
+    def maps(kind: str, mapping: dict[str, str]) -> str:
+        return "".join(f'      {kind} {{ key: "{k}" value: "{v}" }}\n' for k, v in mapping.items())
+
+    scheduling = "".join(
+        "    {\n"
+        f'      model_name: "{step.model}"\n'
+        "      model_version: -1\n"
+        + maps("input_map", step.inputs)
+        + maps("output_map", step.outputs)
+        + "    }"
+        + (",\n" if index < len(steps) - 1 else "\n")
+        for index, step in enumerate(steps)
+    )
+    return (
+        f'name: "{name}"\n'
+        'platform: "ensemble"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        + _tensors("input", inputs)
+        + _tensors("output", outputs)
+        + "ensemble_scheduling {\n  step [\n" + scheduling + "  ]\n}\n"
+        + _parameters(parameters)
+    )

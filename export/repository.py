@@ -1,0 +1,156 @@
+"""Run directory -> a new version of the Triton ensemble in a model repository.
+
+Everything is written into a staging folder beside the repository, then published by
+renames: a new model folder whole, or a new version folder into an existing model. Triton
+never sees a half-written folder, and an export killed before publishing leaves the
+repository as it was. Versions of one model share its config, so a later export must
+produce the same configs (same features, catalog and options) or use another --name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from export import configs
+from export.configs import Step, Tensor
+from export.torchscript import OUTPUT, ExportError, input_names, kept_events, trace
+from export.transform_spec import compile_workflow
+
+SOURCES = Path(__file__).resolve().parent.parent / "model_repository"
+PAUSE_ENV = "HF4REC_EXPORT_PAUSE_S"  # tests: seconds to sleep between staging and publishing
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    name: str = "hf4rec"
+    version: int | None = None  # None: one above the highest version in the repository
+    max_batch_size: int = 64  # sessions per batch, per request and after dynamic batching
+    top_k: int = 100  # the largest k a request may ask for
+    device: str = "cpu"  # cpu | gpu: where the model step runs (KIND_CPU / KIND_GPU)
+    torch_runtime: str = "libtorch"  # libtorch (NGC tritonserver) | python (runs model.pt in the python backend)
+    exclude_seen: bool | None = None  # drop the session's own items; None: the run's train.exclude_seen
+
+
+def _check(options: ExportOptions) -> None:
+    if not options.name.replace("_", "").replace("-", "").isalnum():
+        raise ExportError(f"--name: expected letters, digits, '-' or '_', got {options.name!r}")
+    if options.max_batch_size < 1:
+        raise ExportError(f"--max-batch-size: expected >= 1, got {options.max_batch_size}")
+    if options.top_k < 1:
+        raise ExportError(f"--top-k: expected >= 1, got {options.top_k}")
+    if options.device not in ("cpu", "gpu"):
+        raise ExportError(f"--device: expected cpu or gpu, got {options.device!r}")
+    if options.torch_runtime not in configs.BACKENDS:
+        raise ExportError(f"--torch-runtime: expected one of {list(configs.BACKENDS)}, got {options.torch_runtime!r}")
+    if options.version is not None and options.version < 1:
+        raise ExportError(f"--version: expected >= 1, got {options.version}")
+    if options.device == "gpu" and not torch.cuda.is_available():
+        raise ExportError("--device gpu: tracing for the GPU needs CUDA on the exporting machine; none is visible")
+
+
+def _versions(folder: Path) -> list[int]:
+    return [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+
+
+def _copy_sources(step: str, files: list[str], target: Path) -> None:
+    for name in files:
+        shutil.copy2(SOURCES / step / name, target / name)
+
+
+def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> dict:
+    from training import prepared, run_dir
+
+    _check(options)
+    run, repo = Path(run).resolve(), Path(repo).resolve()
+    model, config = run_dir.load_model(run)
+    spec = model.spec
+    summary = prepared.load_summary(run / run_dir.DATA)
+    codes = summary["special_codes"]
+    exclude_seen = config.train.exclude_seen if options.exclude_seen is None else options.exclude_seen
+    if options.top_k > spec.item_cardinality - codes["first_value"]:
+        raise ExportError(f"--top-k: expected at most the catalog's {spec.item_cardinality - codes['first_value']} items, got {options.top_k}")
+    transform = compile_workflow(run / run_dir.DATA / prepared.WORKFLOW_DIR, input_names(model),
+                                 {*spec.continuous, *spec.context_continuous}, kept_events(model), codes["oov"])
+    traced = trace(model, "cuda" if options.device == "gpu" else "cpu")
+
+    names = {step: f"{options.name}_{step}" for step in ("transform", "model", "topk")}
+    existing = [v for folder in [repo / options.name, *(repo / n for n in names.values())] for v in _versions(folder)]
+    version = options.version or max(existing, default=0) + 1
+    if version in existing:
+        raise ExportError(f"--version {version}: already in {repo} (versions {sorted(set(existing))}); pick a new one")
+
+    raw = [Tensor(i["name"], i["dtype"], (-1,)) for i in transform["inputs"]]
+    event_count, k = Tensor("event_count", "int32", (1,)), Tensor("k", "int32", (1,))
+    model_inputs = [Tensor(o["name"], o["dtype"], (-1,) if o["kind"] == "list" else (1,)) for o in transform["outputs"]]
+    item_column = next(o["source"] for o in transform["outputs"] if o["name"] == spec.item)
+    item_dtype = next(i["dtype"] for i in transform["inputs"] if i["name"] == item_column)
+    scores = Tensor("scores", "float32", (spec.item_cardinality,))
+    seen = [Tensor("seen", "int64", (-1,))] if exclude_seen else []
+    ranked = [Tensor("item_ids", item_dtype, (-1,)), Tensor("item_scores", "float32", (-1,))]
+    batch, kind = options.max_batch_size, "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
+    texts = {
+        names["transform"]: configs.step_config(names["transform"], "python", batch, [*raw, event_count], model_inputs),
+        names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch, model_inputs,
+                                            [Tensor(OUTPUT, "float32", scores.dims)], kind, configs.model_parameters()),
+        names["topk"]: configs.step_config(names["topk"], "python", batch, [scores, *seen, k], ranked),
+        options.name: configs.ensemble_config(
+            options.name, batch, [*raw, event_count, k],
+            [Tensor("item_ids", item_dtype, (-1,)), Tensor("scores", "float32", (-1,))],
+            [Step(names["transform"], {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in model_inputs}),
+             Step(names["model"], {t.name: t.name for t in model_inputs}, {OUTPUT: "all_scores"}),
+             Step(names["topk"], {"scores": "all_scores", **({"seen": spec.item} if exclude_seen else {}), "k": "k"},
+                  {"item_ids": "item_ids", "item_scores": "scores"})],
+            {"sequence_key": transform["sequence_key"], "time_column": transform["time_column"],
+             "item_column": item_column,
+             "context_columns": ",".join(o["source"] for o in transform["outputs"] if o["kind"] == "context"),
+             "max_events": str(transform["max_events"]), "max_k": str(options.top_k),
+             "exclude_seen": str(exclude_seen).lower(), "max_request_events": str(transform["max_request_events"])}),
+    }
+    for model_name, text in texts.items():
+        current = repo / model_name / "config.pbtxt"
+        if current.is_file() and current.read_text() != text:
+            raise ExportError(f"{current} differs from this export's config (features, catalog or options changed); "
+                              f"versions of a model share one config: export with another --name or --repo")
+
+    repo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.export-", dir=repo.parent))
+    try:
+        for model_name, text in texts.items():
+            (staging / model_name / str(version)).mkdir(parents=True)
+            (staging / model_name / "config.pbtxt").write_text(text)
+        transform_dir = staging / names["transform"] / str(version)
+        _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
+        shutil.copytree(run / run_dir.DATA / prepared.WORKFLOW_DIR, transform_dir / "workflow")
+        (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
+        model_dir = staging / names["model"] / str(version)
+        torch.jit.save(traced, str(model_dir / "model.pt"))
+        if options.torch_runtime == "python":
+            _copy_sources("runner", ["model.py"], model_dir)
+        topk_dir = staging / names["topk"] / str(version)
+        _copy_sources("topk", ["model.py", "ranking.py"], topk_dir)
+        categories = Path(transform_dir / "workflow" / "categories" / f"unique.{item_column}.parquet")
+        (topk_dir / "categories").mkdir()
+        shutil.copy2(categories, topk_dir / "categories" / categories.name)
+        (topk_dir / "topk.json").write_text(json.dumps({
+            "max_k": options.top_k, "exclude_seen": exclude_seen, "first_code": codes["first_value"],
+            "categories": f"categories/{categories.name}"}, indent=1) + "\n")
+        manifest = {"run": str(run), "version": version, "options": asdict(options), "exclude_seen": exclude_seen,
+                    "max_events": transform["max_events"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (staging / options.name / str(version) / "export.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if os.environ.get(PAUSE_ENV):
+            time.sleep(float(os.environ[PAUSE_ENV]))
+        for model_name in [*names.values(), options.name]:  # steps first: the ensemble appears last
+            if (repo / model_name).is_dir():
+                os.rename(staging / model_name / str(version), repo / model_name / str(version))
+            else:
+                os.rename(staging / model_name, repo / model_name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"repo": str(repo), "name": options.name, "version": version, "models": list(texts), **manifest}

@@ -1,0 +1,27 @@
+"""Triton python model: the top-k step (scores over the catalog -> original item ids + scores)."""
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ranking import RankingError, TopK  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.ranking = TopK(os.path.join(args["model_repository"], args["model_version"]))
+
+    def execute(self, requests):
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request):
+        scores = pb_utils.get_input_tensor_by_name(request, "scores").as_numpy()
+        k = pb_utils.get_input_tensor_by_name(request, "k").as_numpy()
+        seen = pb_utils.get_input_tensor_by_name(request, "seen")
+        try:
+            ids, top_scores = self.ranking.top(scores, k, None if seen is None else seen.as_numpy())
+        except RankingError as error:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+        return pb_utils.InferenceResponse([pb_utils.Tensor("item_ids", ids), pb_utils.Tensor("item_scores", top_scores)])

@@ -1,0 +1,34 @@
+"""Triton python model: the feature-transform step (raw session events -> model inputs).
+
+Each request is transformed on its own (`compiled.RequestTransform`, built from the
+fitted workflow at export); a bad request gets INVALID_ARG naming the input, and the
+other requests of the same batch are answered normally.
+"""
+import os
+import sys
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compiled import RequestError, RequestTransform  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        self.transform = RequestTransform(folder)
+
+    def execute(self, requests):
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request):
+        try:
+            columns = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                       for name in self.transform.inputs}
+            counts = pb_utils.get_input_tensor_by_name(request, "event_count").as_numpy()
+            outputs = self.transform.transform(columns, counts)
+        except RequestError as error:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
+        return pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(values))
+                                           for name, values in outputs.items()])
