@@ -1,4 +1,77 @@
-"""`python -m client`: not built yet; the client lands with the serving issue (#4)."""
-import sys
+"""`python -m client`: recommend for the sessions of an events file (parquet or csv) and print them.
 
-sys.exit("client: not implemented yet; it lands with issue #4 (Python gRPC client)")
+    python -m client --url localhost:8001 --input events.parquet --k 10 [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tritonclient.utils import InferenceServerException
+
+from client.recommender import PROTOCOLS, RecommenderClient
+from client.sessions import RequestSpec
+
+READERS = (".parquet", ".csv")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="localhost:8001", help="host:port (8001 gRPC, 8000 HTTP by default)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
+    parser.add_argument("--model", default="hf4rec", help="the ensemble's name")
+    parser.add_argument("--input", required=True, type=Path, help="events: .parquet or .csv, raw columns")
+    parser.add_argument("--k", type=int, default=10, help="items per session")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.add_argument("--wait-s", type=float, default=30.0, help="seconds to wait for the server and model")
+    parser.add_argument("--timeout-s", type=float, default=10.0, help="seconds per request")
+    return parser.parse_args(argv)
+
+
+def read_events(path: Path, spec: RequestSpec) -> pd.DataFrame:
+    """Text columns stay text in csv (ids like 007 keep their zeros)."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    text = {name: str for name, datatype in spec.datatypes.items() if datatype == "BYTES"}
+    return pd.read_csv(path, dtype=text)
+
+
+def render(answers: dict, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({str(session): [{"item_id": item, "score": float(score)}
+                                          for item, score in zip(answer.item_ids, answer.scores)]
+                           for session, answer in answers.items()})
+    return "\n".join(f"{session}: " + ", ".join(f"{item} ({score:.4f})" for item, score in zip(answer.item_ids, answer.scores))
+                     for session, answer in answers.items())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not args.input.is_file():
+        sys.exit(f"client: --input {args.input}: no such file")
+    if args.input.suffix not in READERS:
+        sys.exit(f"client: --input {args.input}: expected one of {list(READERS)}, got {args.input.suffix!r}")
+    with RecommenderClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout_s) as client:
+        try:
+            client.wait_ready(args.wait_s)
+            spec = client.spec
+        except (TimeoutError, InferenceServerException, OSError, ValueError) as error:
+            sys.exit(f"client: {error}")
+        try:
+            events = read_events(args.input, spec)
+        except Exception as error:  # any reader failure is a bad file, told in one line
+            sys.exit(f"client: --input {args.input}: cannot read it ({type(error).__name__}: {error})".splitlines()[0])
+        try:
+            answers = client.recommend(events, k=args.k)
+        except ValueError as error:
+            sys.exit(f"client: {error}")
+        except (InferenceServerException, OSError) as error:
+            sys.exit(f"client: the server refused the request: {error}".splitlines()[0])
+    print(render(answers, args.json))
+
+
+if __name__ == "__main__":
+    main()

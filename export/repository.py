@@ -21,7 +21,7 @@ import torch
 from export import configs
 from export.configs import Step, Tensor
 from export.torchscript import OUTPUT, ExportError, input_names, kept_events, trace
-from export.transform_spec import compile_workflow
+from export.transform_spec import SEEN, compile_workflow
 
 SOURCES = Path(__file__).resolve().parent.parent / "model_repository"
 PAUSE_ENV = "HF4REC_EXPORT_PAUSE_S"  # tests: seconds to sleep between staging and publishing
@@ -77,7 +77,7 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     if options.top_k > spec.item_cardinality - codes["first_value"]:
         raise ExportError(f"--top-k: expected at most the catalog's {spec.item_cardinality - codes['first_value']} items, got {options.top_k}")
     transform = compile_workflow(run / run_dir.DATA / prepared.WORKFLOW_DIR, input_names(model),
-                                 {*spec.continuous, *spec.context_continuous}, kept_events(model), codes["oov"])
+                                 {*spec.continuous, *spec.context_continuous}, kept_events(model), codes["oov"], exclude_seen)
     traced = trace(model, "cuda" if options.device == "gpu" else "cpu")
 
     names = {step: f"{options.name}_{step}" for step in ("transform", "model", "topk")}
@@ -93,19 +93,20 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     item_dtype = next(i["dtype"] for i in transform["inputs"] if i["name"] == item_column)
     scores = Tensor("scores", "float32", (spec.item_cardinality,))
     seen = [Tensor("seen", "int64", (-1,))] if exclude_seen else []
+    seen_items = [Tensor(SEEN, "int64", (-1,))] if exclude_seen else []
     ranked = [Tensor("item_ids", item_dtype, (-1,)), Tensor("item_scores", "float32", (-1,))]
     batch, kind = options.max_batch_size, "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     texts = {
-        names["transform"]: configs.step_config(names["transform"], "python", batch, [*raw, event_count], model_inputs),
+        names["transform"]: configs.step_config(names["transform"], "python", batch, [*raw, event_count], [*model_inputs, *seen_items]),
         names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch, model_inputs,
                                             [Tensor(OUTPUT, "float32", scores.dims)], kind, configs.model_parameters()),
         names["topk"]: configs.step_config(names["topk"], "python", batch, [scores, *seen, k], ranked),
         options.name: configs.ensemble_config(
             options.name, batch, [*raw, event_count, k],
             [Tensor("item_ids", item_dtype, (-1,)), Tensor("scores", "float32", (-1,))],
-            [Step(names["transform"], {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in model_inputs}),
+            [Step(names["transform"], {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in [*model_inputs, *seen_items]}),
              Step(names["model"], {t.name: t.name for t in model_inputs}, {OUTPUT: "all_scores"}),
-             Step(names["topk"], {"scores": "all_scores", **({"seen": spec.item} if exclude_seen else {}), "k": "k"},
+             Step(names["topk"], {"scores": "all_scores", **({"seen": SEEN} if exclude_seen else {}), "k": "k"},
                   {"item_ids": "item_ids", "item_scores": "scores"})],
             {"sequence_key": transform["sequence_key"], "time_column": transform["time_column"],
              "item_column": item_column,

@@ -54,9 +54,14 @@ def _steps(op, column: str, categories_dir: Path) -> list[dict]:
     raise ExportError(f"column {column!r}: workflow op {kind} has no compiled serving form")
 
 
-def compile_workflow(workflow_dir: Path, model_inputs: list[str], continuous: set[str], kept_events: int, oov_code: int) -> dict:
-    """`model_inputs`: the model's input columns (prepared names, e.g. item_id_list);
-    `continuous`: those that are float features; `kept_events`: events per session the model reads."""
+SEEN = "seen_items"  # the transform's extra output for the top-k step's seen-item filter
+
+
+def compile_workflow(workflow_dir: Path, model_inputs: list[str], continuous: set[str], kept_events: int, oov_code: int,
+                     seen_items: bool = False) -> dict:
+    """`model_inputs`: the model's input columns (prepared names, the item list first);
+    `continuous`: those that are float features; `kept_events`: events per session the model
+    reads; `seen_items`: also output the codes of the items the workflow keeps (SEEN)."""
     import nvtabular as nvt
     from merlin.dag import postorder_iter_nodes
 
@@ -97,7 +102,9 @@ def compile_workflow(workflow_dir: Path, model_inputs: list[str], continuous: se
     return {
         "sequence_key": grouping.groupby_cols[0],
         "time_column": time_column,
-        "max_events": min(grouping.max_length, kept_events),
+        "max_events": grouping.max_length,
+        "model_events": min(grouping.max_length, kept_events),
+        "seen": {"name": SEEN, "source": outputs[0]["source"]} if seen_items else None,
         "max_request_events": MAX_REQUEST_EVENTS,
         "oov_code": oov_code,
         "inputs": [{"name": column, "dtype": _raw_dtype(np.dtype(dtypes[column]), column, continuous_source(outputs, column))}

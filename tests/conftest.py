@@ -24,3 +24,39 @@ def prepared_synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "synthetic"
     run(PrepareArgs(dataset="synthetic", out=out, synthetic_events=20_000, max_length=12))
     return out
+
+
+@pytest.fixture(scope="session")
+def prepared_ml1m(tmp_path_factory):
+    from training.prepare import PrepareArgs, run
+
+    out = tmp_path_factory.mktemp("ml1m") / "prepared"
+    run(PrepareArgs(dataset="ml-1m", out=out))
+    return out
+
+
+def train_run(data, out, config: str, *overrides: str):
+    """A short real training run (tiny model, one epoch) for the export and serving tests."""
+    import subprocess
+
+    command = [PYTHON, "-m", "training.train", "--config", str(ROOT / "training" / "configs" / config),
+               "--data", str(data), "--out", str(out), "train.epochs=1", "train.threads=1", *overrides]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def ml1m_run(prepared_ml1m, tmp_path_factory):
+    """GPT-2 over ML-1M item ids, genres, year and user context; keeps the last 50 events."""
+    return train_run(prepared_ml1m, tmp_path_factory.mktemp("runs") / "ml1m_gpt2", "gpt2_clm.yaml",
+                     "model.max_length=50", "model.d_model=32", "model.n_layers=1", "model.n_heads=1",
+                     "train.exclude_seen=true")
+
+
+@pytest.fixture(scope="session")
+def synthetic_runs(prepared_synthetic, tmp_path_factory):
+    """Two BERT (MLM) runs over the synthetic sessions (item, category, price, device), seeds 0 and 1."""
+    folder = tmp_path_factory.mktemp("runs")
+    return [train_run(prepared_synthetic, folder / f"synthetic_bert_{seed}", "bert_mlm.yaml", "model.d_model=16",
+                      "model.n_layers=1", "model.n_heads=1", f"train.seed={seed}") for seed in (0, 1)]

@@ -12,10 +12,8 @@ from training.prepare import PrepareArgs, run
 
 
 @pytest.fixture(scope="module")
-def ml1m(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ml1m") / "prepared"
-    run(PrepareArgs(dataset="ml-1m", out=out))
-    return out
+def ml1m(prepared_ml1m):
+    return prepared_ml1m
 
 
 def test_ml1m_leave_one_out_view_has_the_published_counts(ml1m):

@@ -4,7 +4,8 @@
 fitted workflow) and the workflow's category files. `transform(columns, event_count)` takes
 one request: every raw column [B, W] right-padded, `event_count` [B] real events per row.
 Per session, as `workflow.transform` does: events sorted by time (stable), context values
-from the earliest event, the last `max_events` events kept, categories looked up (unknown
+from the earliest event, the last `model_events` events kept (and, for the top-k step's
+seen-item filter, the codes of the last `max_events` items), categories looked up (unknown
 -> OOV code, codes from the files' index), missing continuous values -> training median,
 log1p / z-score / buckets; list outputs right-padded with 0.
 """
@@ -54,7 +55,9 @@ class RequestTransform:
         self.spec = json.loads((folder / "transform.json").read_text())
         self.inputs = {item["name"]: item["dtype"] for item in self.spec["inputs"]}
         self.time_column = self.spec["time_column"]
-        self.max_events = int(self.spec["max_events"])
+        self.max_events = int(self.spec["max_events"])  # events of a session the workflow keeps
+        self.model_events = int(self.spec["model_events"])  # of those, the last ones the model reads
+        self.seen = self.spec.get("seen")  # {"name", "source"}: output the session's item codes too
         self.max_request_events = int(self.spec["max_request_events"])
         self.outputs = self.spec["outputs"]
         self.categories = {
@@ -90,23 +93,32 @@ class RequestTransform:
         real = np.arange(width)[None, :] < event_count[:, None]
         times = np.where(real, columns[self.time_column], np.iinfo(np.int64).max)
         order = np.argsort(times, axis=1, kind="stable")  # real events first, in time order
-        kept = np.minimum(event_count, self.max_events)
-        kept_width = int(kept.max())
-        start = event_count - kept
-        positions = np.arange(kept_width)[None, :]
-        kept_index = np.take_along_axis(order, np.minimum(start[:, None] + positions, width - 1), axis=1)
-        kept_real = positions < kept[:, None]
         first = order[:, 0]
         out = {}
+        model_index, model_real = self._last(order, event_count, self.model_events)
         for output in self.outputs:
             raw = columns[output["source"]]
             if output["kind"] == "list":
-                values = self._apply(output, np.take_along_axis(raw, kept_index, axis=1))
-                out[output["name"]] = np.where(kept_real, values, 0).astype(output["dtype"])
+                values = self._apply(output, np.take_along_axis(raw, model_index, axis=1))
+                out[output["name"]] = np.where(model_real, values, 0).astype(output["dtype"])
             else:
                 values = self._apply(output, raw[np.arange(rows), first][:, None])
                 out[output["name"]] = values.astype(output["dtype"])
+        if self.seen:  # the session's items the top-k step leaves out: as many as the workflow keeps
+            item = next(o for o in self.outputs if o["source"] == self.seen["source"] and o["kind"] == "list")
+            seen_index, seen_real = self._last(order, event_count, self.max_events)
+            codes = self._apply(item, np.take_along_axis(columns[item["source"]], seen_index, axis=1))
+            out[self.seen["name"]] = np.where(seen_real, codes, 0).astype(np.int64)
         return out
+
+    @staticmethod
+    def _last(order: np.ndarray, event_count: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of each row's last n events in time order, right-padded, and their mask."""
+        kept = np.minimum(event_count, n)
+        positions = np.arange(int(kept.max()))[None, :]
+        start = (event_count - kept)[:, None]
+        index = np.take_along_axis(order, np.minimum(start + positions, order.shape[1] - 1), axis=1)
+        return index, positions < kept[:, None]
 
     def _apply(self, output: dict, values: np.ndarray) -> np.ndarray:
         for step in output["steps"]:

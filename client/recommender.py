@@ -1,0 +1,173 @@
+"""`RecommenderClient`: events in, the k best items per session out, over Triton gRPC or HTTP.
+
+The ensemble's contract (model_repository/README.md) is read from the server on first use;
+requests are built by `client.sessions`. Only UNAVAILABLE answers and connection errors are
+retried (exponential backoff); a refused request (INVALID_ARG) is raised at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from client.sessions import RequestSpec, SessionBatch, session_batches
+
+PROTOCOLS = ("grpc", "http")
+OUTPUTS = ("item_ids", "scores")  # the contract's outputs per session, best first
+READY_POLL_S = 0.2  # how often wait_ready asks again
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_ids: list  # original item ids, best first (text ids as str)
+    scores: np.ndarray  # float32, one per item
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Worth retrying: the server or model is not there yet (gRPC UNAVAILABLE, HTTP 503, no connection)."""
+    if isinstance(error, InferenceServerException):
+        status = str(error.status() or "")
+        return "UNAVAILABLE" in status or status == "503"
+    return isinstance(error, OSError) and not isinstance(error, TimeoutError)  # refused, reset (aiohttp's too)
+
+
+class RecommenderClient:
+    def __init__(self, url: str, protocol: str = "grpc", model: str = "hf4rec",
+                 timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.2):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol: expected one of {list(PROTOCOLS)}, got {protocol!r}")
+        self.url, self.protocol, self.model = url, protocol, model
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self._triton = importlib.import_module(f"tritonclient.{protocol}")  # only the protocol in use is imported
+        if protocol == "grpc":
+            self._client = self._triton.InferenceServerClient(url)
+        else:
+            self._client = self._triton.InferenceServerClient(
+                url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        self._spec: RequestSpec | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "RecommenderClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Poll until the server and the model are ready; TimeoutError after `timeout_s`."""
+        deadline, last_error = time.monotonic() + timeout_s, None
+        while True:
+            try:
+                if (self._client.is_server_ready(**self._timeout())
+                        and self._client.is_model_ready(self.model, **self._timeout())):
+                    return
+            except (InferenceServerException, OSError) as error:
+                last_error = error
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"model {self.model!r} at {self.url} ({self.protocol}) not ready after "
+                                   f"{timeout_s:g}s" + (f": {last_error}" if last_error else ""))
+            time.sleep(READY_POLL_S)
+
+    # --- the contract ----------------------------------------------------------------------
+    @property
+    def spec(self) -> RequestSpec:
+        """The ensemble's inputs and parameters, read from the server once."""
+        if self._spec is None:
+            metadata = self._retrying(lambda: self._client.get_model_metadata(self.model, **self._json()))
+            config = self._retrying(lambda: self._client.get_model_config(self.model, **self._json()))
+            self._spec = self._read_spec(metadata, config)
+        return self._spec
+
+    def _read_spec(self, metadata: dict, config: dict) -> RequestSpec:
+        return RequestSpec.from_server(metadata, config["config"] if self.protocol == "grpc" else config)
+
+    # --- recommending ----------------------------------------------------------------------
+    def recommend(self, events, k: int = 10) -> dict:
+        """Events (DataFrame or dict of arrays) -> {session_id: Recommendation}, sessions in input order."""
+        answers = {}
+        for batch in session_batches(events, self.spec, k):
+            result = self._retrying(lambda: self._client.infer(
+                self.model, self._infer_inputs(self._triton, batch), outputs=self._outputs(self._triton),
+                **self._timeout()))
+            answers.update(_recommendations(batch, result))
+        return answers
+
+    async def recommend_async(self, events, k: int = 10) -> dict:
+        """As `recommend`, with the batches sent concurrently over an asyncio client."""
+        aio = importlib.import_module(f"tritonclient.{self.protocol}.aio")
+        if self.protocol == "grpc":
+            client = aio.InferenceServerClient(self.url)
+        else:
+            client = aio.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
+        async with client:
+            if self._spec is None:
+                metadata = await self._retrying_async(lambda: client.get_model_metadata(self.model, **self._json()))
+                config = await self._retrying_async(lambda: client.get_model_config(self.model, **self._json()))
+                self._spec = self._read_spec(metadata, config)
+            batches = session_batches(events, self._spec, k)
+
+            async def send(batch: SessionBatch):
+                return await self._retrying_async(lambda: client.infer(
+                    self.model, self._infer_inputs(aio, batch), outputs=self._outputs(aio), **self._timeout()))
+
+            results = await asyncio.gather(*(send(batch) for batch in batches))
+        answers = {}
+        for batch, result in zip(batches, results):
+            answers.update(_recommendations(batch, result))
+        return answers
+
+    # --- protocol details ------------------------------------------------------------------
+    def _timeout(self) -> dict:
+        """gRPC takes a timeout per call; HTTP clients got theirs at construction."""
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def _json(self) -> dict:
+        return {"as_json": True, **self._timeout()} if self.protocol == "grpc" else {}
+
+    def _infer_inputs(self, triton, batch: SessionBatch) -> list:
+        tensors = []
+        for name, values in batch.inputs.items():
+            tensor = triton.InferInput(name, list(values.shape), self.spec.datatypes[name])
+            tensor.set_data_from_numpy(values)
+            tensors.append(tensor)
+        return tensors
+
+    @staticmethod
+    def _outputs(triton) -> list:
+        return [triton.InferRequestedOutput(name) for name in OUTPUTS]
+
+    def _retrying(self, call):
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except Exception as error:
+                if attempt == self.retries or not is_unavailable(error):
+                    raise
+            time.sleep(self.backoff_s * 2 ** attempt)
+
+    async def _retrying_async(self, call):
+        for attempt in range(self.retries + 1):
+            try:
+                return await call()
+            except Exception as error:
+                if attempt == self.retries or not is_unavailable(error):
+                    raise
+            await asyncio.sleep(self.backoff_s * 2 ** attempt)
+
+
+def _recommendations(batch: SessionBatch, result) -> dict:
+    item_ids, scores = (result.as_numpy(name) for name in OUTPUTS)
+    return {
+        session_id: Recommendation(
+            item_ids=[item.decode() if isinstance(item, bytes) else item for item in item_ids[row].tolist()],
+            scores=np.asarray(scores[row], dtype=np.float32),
+        )
+        for row, session_id in enumerate(batch.session_ids)
+    }

@@ -1,0 +1,186 @@
+"""The exported ensemble on the real Triton server answers what the offline model answers,
+over gRPC and HTTP, alone and under concurrent (dynamically batched) requests, and refuses
+bad requests with INVALID_ARG naming the input while it goes on serving."""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from client.recommender import RecommenderClient
+from export.repository import ExportOptions, export
+from serve.server import TritonServer
+from tests.serving_reference import held_out_sessions, ml1m_events, offline_recommendations
+
+K = 10
+MAX_BATCH = 16
+
+
+@pytest.fixture(scope="module")
+def server(ml1m_run, synthetic_runs, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("serving") / "repo"
+    export(ml1m_run, repo, ExportOptions(name="ml1m", torch_runtime="python", max_batch_size=MAX_BATCH, top_k=50))
+    export(synthetic_runs[0], repo, ExportOptions(name="synth", torch_runtime="python", max_batch_size=MAX_BATCH, top_k=20))
+    with TritonServer(repo, log_path=repo.parent / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ml1m_held_out():
+    return held_out_sessions(ml1m_events(), "user_id", "timestamp", 240, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ml1m_expected(ml1m_run, ml1m_held_out):
+    return offline_recommendations(ml1m_run, ml1m_held_out, K, exclude_seen=True)
+
+
+def _assert_same(got: dict, expected: dict) -> None:
+    assert set(got) == set(expected)
+    for session, (ids, scores) in expected.items():
+        assert got[session].item_ids == ids, session
+        np.testing.assert_allclose(got[session].scores, scores, atol=1e-4, rtol=0, err_msg=str(session))
+
+
+def _one_by_one(client: RecommenderClient, events, sessions) -> dict:
+    answers = {}
+    for session in sessions:
+        answers.update(client.recommend(events[events["user_id"] == session], k=K))
+    return answers
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_ensemble_answers_what_the_offline_model_answers_one_request_at_a_time(server, ml1m_held_out, ml1m_expected, protocol):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with RecommenderClient(url, protocol=protocol, model="ml1m") as client:
+        client.wait_ready(30)
+        _assert_same(_one_by_one(client, ml1m_held_out, list(ml1m_expected)), ml1m_expected)
+        _assert_same(client.recommend(ml1m_held_out, k=K), ml1m_expected)  # batches of MAX_BATCH sessions
+
+
+def _executions(server, model: str) -> tuple[float, float]:
+    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+
+    def metric(name: str) -> float:
+        pattern = rf'^{name}{{model="{model}",version="\d+"}} ([0-9.e+]+)$'
+        return sum(float(m) for m in re.findall(pattern, text, flags=re.M))
+
+    return metric("nv_inference_exec_count"), metric("nv_inference_request_success")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_dynamic_batching_of_concurrent_requests_does_not_change_answers(server, ml1m_held_out, ml1m_expected, protocol):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    sessions = list(ml1m_expected)
+    executions_before, requests_before = _executions(server, "ml1m_model")
+    with ThreadPoolExecutor(16) as pool:
+        clients = [RecommenderClient(url, protocol=protocol, model="ml1m") for _ in range(16)]
+        parts = pool.map(lambda i: _one_by_one(clients[i], ml1m_held_out, sessions[i::16]), range(16))
+        answers = {session: answer for part in parts for session, answer in part.items()}
+    _assert_same(answers, ml1m_expected)
+    executions, requests = _executions(server, "ml1m_model")
+    assert requests - requests_before == len(sessions)
+    assert executions - executions_before < len(sessions), "no request was batched with another"
+    with RecommenderClient(url, protocol=protocol, model="ml1m") as client:
+        _assert_same(asyncio.run(client.recommend_async(ml1m_held_out, k=K)), ml1m_expected)
+
+
+# --- bad requests, on the synthetic ensemble (integer item ids, a price, a device context) ---
+
+def _request(server, **overrides):
+    """A good one-session request for `synth`, with inputs replaced (None: left out)."""
+    inputs = {
+        "item_id": np.array([[100_001, 100_002, 100_003]], dtype=np.int64),
+        "timestamp": np.array([[10, 20, 30]], dtype=np.int64),
+        "category": np.array([[b"c1", b"c2", b"c1"]], dtype=object),
+        "price": np.array([[9.5, 20.0, 3.25]], dtype=np.float64),
+        "device": np.array([[b"mobile", b"mobile", b"mobile"]], dtype=object),
+        "user_id": np.array([[4, 4, 4]], dtype=np.int64),
+        "event_count": np.array([[3]], dtype=np.int32),
+        "k": np.array([[5]], dtype=np.int32),
+    }
+    inputs.update(overrides)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensors = []
+    for name, values in inputs.items():
+        if values is None:
+            continue
+        datatype = {"O": "BYTES", "i": "INT64" if values.dtype == np.int64 else "INT32", "f": "FP64" if values.dtype == np.float64 else "FP32"}[values.dtype.kind]
+        tensor = grpcclient.InferInput(name, list(values.shape), datatype)
+        tensor.set_data_from_numpy(values)
+        tensors.append(tensor)
+    result = client.infer("synth", tensors)
+    return result.as_numpy("item_ids"), result.as_numpy("scores")
+
+
+def _synth_inputs(server):
+    config = grpcclient.InferenceServerClient(server.grpc_url).get_model_config("synth", as_json=True)["config"]
+    return {i["name"] for i in config["input"]}
+
+
+@pytest.mark.parametrize("case, overrides, named", [
+    ("wrong dtype", {"price": np.array([[1, 2, 3]], dtype=np.int32)}, "price"),
+    ("wrong rank", {"item_id": np.array([[[100_001, 100_002, 100_003]]], dtype=np.int64)}, "item_id"),
+    ("missing input", {"price": None}, "price"),
+    ("empty session", {"event_count": np.array([[0]], dtype=np.int32)}, "event_count"),
+    ("infinite price", {"price": np.array([[1.0, np.inf, 2.0]])}, "price"),
+    ("k above the maximum", {"k": np.array([[21]], dtype=np.int32)}, "'k'"),
+    ("more sessions than max_batch_size", {name: np.repeat(v, MAX_BATCH + 1, axis=0) for name, v in {
+        "item_id": np.array([[100_001]]), "timestamp": np.array([[1]]), "category": np.array([[b"c1"]], dtype=object),
+        "price": np.array([[1.0]]), "device": np.array([[b"app"]], dtype=object), "user_id": np.array([[4]]),
+        "event_count": np.array([[1]], dtype=np.int32), "k": np.array([[5]], dtype=np.int32)}.items()}, "batch"),
+])
+def test_bad_request_is_refused_naming_the_input_and_the_server_goes_on(server, case, overrides, named):
+    assert _synth_inputs(server) == {"item_id", "timestamp", "category", "price", "device", "user_id", "event_count", "k"}
+    with pytest.raises(InferenceServerException) as refused:
+        _request(server, **overrides)
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", (case, refused.value)
+    assert named in refused.value.message(), (case, refused.value.message())
+    ids, scores = _request(server)
+    assert ids.shape == (1, 5) and np.isfinite(scores).all()
+
+
+def test_a_10000_event_session_is_cut_to_its_last_events_not_refused(server, tmp_path):
+    n = 10_000
+    rng = np.random.default_rng(0)
+    long = {
+        "item_id": (100_000 + rng.integers(0, 500, n)).reshape(1, n).astype(np.int64),
+        "timestamp": np.arange(n, dtype=np.int64).reshape(1, n),
+        "category": np.array([[f"c{i % 20}".encode() for i in range(n)]], dtype=object),
+        "price": rng.uniform(1, 100, (1, n)),
+        "device": np.array([[b"tablet"] * n], dtype=object),
+        "user_id": np.full((1, n), 4, dtype=np.int64),
+        "event_count": np.array([[n]], dtype=np.int32),
+    }
+    repo_transform = json.loads(next((server.model_repository / "synth_transform").glob("*/transform.json")).read_text())
+    keep = repo_transform["max_events"]
+    cut = {name: values[:, -keep:] for name, values in long.items() if name != "event_count"}
+    ids_long, scores_long = _request(server, **long)
+    ids_cut, scores_cut = _request(server, **cut, event_count=np.array([[keep]], dtype=np.int32))
+    assert ids_long.tolist() == ids_cut.tolist()
+    np.testing.assert_allclose(scores_long, scores_cut, atol=1e-5)
+
+
+def test_unknown_items_map_to_oov_and_still_get_recommendations(server):
+    ids, scores = _request(server, item_id=np.array([[7, 8, 9]], dtype=np.int64))
+    assert ids.shape == (1, 5) and np.isfinite(scores).all()
+    assert all(i >= 100_000 for i in ids[0])  # original ids of known items (from 100,000), never a code
+
+
+def test_missing_price_takes_the_training_median(server):
+    transform = json.loads(next((server.model_repository / "synth_transform").glob("*/transform.json")).read_text())
+    (price,) = [o for o in transform["outputs"] if o["source"] == "price"]
+    median = next(step["value"] for step in price["steps"] if step["op"] == "fill")
+    ids_nan, scores_nan = _request(server, price=np.array([[9.5, np.nan, 3.25]]))
+    ids_median, scores_median = _request(server, price=np.array([[9.5, median, 3.25]]))
+    ids_other, scores_other = _request(server, price=np.array([[9.5, median * 50 + 7, 3.25]]))
+    assert ids_nan.tolist() == ids_median.tolist()
+    np.testing.assert_allclose(scores_nan, scores_median, atol=1e-6)
+    assert not np.allclose(scores_nan, scores_other), "the price does not reach the model"
