@@ -1,0 +1,153 @@
+"""`python -m export`: the compiled transform equals `workflow.transform`, the two model-step
+variants differ only in their backend line, versions are added atomically (a second export
+serves, the first still loads, a killed export leaves the repository loadable)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import nvtabular as nvt
+import pandas as pd
+import pytest
+import torch
+
+from client.recommender import RecommenderClient
+from export.repository import PAUSE_ENV, ExportError, ExportOptions, export
+from serve.server import TritonServer
+from tests.conftest import PYTHON, ROOT
+from tests.serving_reference import held_out_sessions, ml1m_events, offline_recommendations
+from training import run_dir
+from training.datasets import synthetic
+from training.events import validate_events
+
+SYNTH = dict(name="synth", torch_runtime="python", max_batch_size=16, top_k=20)
+
+
+def _compiled_transform(folder):
+    sys.path.insert(0, str(folder))
+    try:
+        from compiled import RequestTransform
+    finally:
+        sys.path.remove(str(folder))
+    return RequestTransform(folder)
+
+
+def _padded(events: pd.DataFrame, key: str, transform) -> tuple[list, dict, np.ndarray]:
+    groups = [group for _, group in events.groupby(key, sort=False)]
+    width = max(len(group) for group in groups)
+    columns = {}
+    for name, dtype in transform.inputs.items():
+        values = np.zeros((len(groups), width), dtype=object if dtype == "string" else dtype)
+        for row, group in enumerate(groups):
+            raw = group[name].to_numpy()
+            values[row, : len(raw)] = [v.encode() for v in raw] if dtype == "string" else raw
+        columns[name] = values
+    return [g[key].iloc[0] for g in groups], columns, np.array([len(g) for g in groups])
+
+
+def _assert_transform_equals_workflow(run, repo, name, events):
+    folder = next((repo / f"{name}_transform").glob("[0-9]*"))
+    transform = _compiled_transform(folder)
+    key = transform.spec["sequence_key"]
+    keys, columns, counts = _padded(events, key, transform)
+    served = transform.transform(columns, counts)
+    offline = nvt.Workflow.load(str(run / run_dir.DATA / "workflow")).transform(events.reset_index(drop=True)).set_index(key)
+    model_events = transform.model_events
+    for output in transform.outputs:
+        for row, session in enumerate(keys):
+            want = offline.at[session, output["name"]]
+            if output["kind"] == "list":
+                want = np.asarray(want)[-model_events:]
+                got = served[output["name"]][row]
+                np.testing.assert_array_equal(got[: len(want)], want, err_msg=f"{output['name']} of {session}")
+                assert not got[len(want):].any(), f"{output['name']} of {session}: padding is not 0"
+            else:
+                assert served[output["name"]][row, 0] == pytest.approx(want, abs=0), f"{output['name']} of {session}"
+    assert len(keys) >= 200
+
+
+def test_compiled_transform_equals_the_workflow_on_held_out_ml1m_sessions(ml1m_run, tmp_path):
+    export(ml1m_run, tmp_path / "repo", ExportOptions(name="ml1m", torch_runtime="python"))
+    events = held_out_sessions(ml1m_events(), "user_id", "timestamp", 220, seed=5)
+    _assert_transform_equals_workflow(ml1m_run, tmp_path / "repo", "ml1m", events)
+
+
+def test_compiled_transform_equals_the_workflow_with_prices_missing_and_unknown_items(synthetic_runs, tmp_path):
+    export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**SYNTH))
+    events = validate_events(synthetic.generate_events(synthetic.SyntheticConfig(n_events=20_000, seed=11)),
+                             synthetic.COLUMNS, "synthetic")
+    events = events[events["session_id"].isin(events["session_id"].drop_duplicates().head(240))].copy()
+    rng = np.random.default_rng(0)
+    events.loc[rng.random(len(events)) < 0.1, "price"] = np.nan
+    events.loc[rng.random(len(events)) < 0.05, "item_id"] = 1  # not in the catalog: OOV
+    _assert_transform_equals_workflow(synthetic_runs[0], tmp_path / "repo", "synth", events)
+
+
+def test_libtorch_and_python_model_steps_differ_only_in_the_backend_line(ml1m_run, tmp_path):
+    for runtime in ("libtorch", "python"):
+        export(ml1m_run, tmp_path / runtime, ExportOptions(name="ml1m", torch_runtime=runtime))
+    libtorch = (tmp_path / "libtorch" / "ml1m_model" / "config.pbtxt").read_text().splitlines()
+    python = (tmp_path / "python" / "ml1m_model" / "config.pbtxt").read_text().splitlines()
+    differing = [(a, b) for a, b in zip(libtorch, python) if a != b]
+    assert len(libtorch) == len(python) and differing == [('backend: "pytorch"', 'backend: "python"')]
+    for step in ("ml1m", "ml1m_transform", "ml1m_topk"):
+        assert (tmp_path / "libtorch" / step / "config.pbtxt").read_text() == (tmp_path / "python" / step / "config.pbtxt").read_text()
+    assert sorted(p.name for p in (tmp_path / "libtorch" / "ml1m_model" / "1").iterdir()) == ["model.pt"]
+    assert sorted(p.name for p in (tmp_path / "python" / "ml1m_model" / "1").iterdir()) == ["model.pt", "model.py"]
+    assert 'parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }' in libtorch
+
+
+def _staged_export(repo) -> list:
+    return [p for p in repo.parent.glob(f".{repo.name}.export-*") if (p / "synth").exists()]
+
+
+def test_second_export_serves_first_still_loads_and_a_killed_export_changes_nothing(synthetic_runs, tmp_path):
+    repo = tmp_path / "repo"
+    assert export(synthetic_runs[0], repo, ExportOptions(**SYNTH))["version"] == 1
+    assert export(synthetic_runs[1], repo, ExportOptions(**SYNTH))["version"] == 2
+    before = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+    command = [PYTHON, "-m", "export", "--run", str(synthetic_runs[0]), "--repo", str(repo), "--name", "synth",
+               "--torch-runtime", "python", "--max-batch-size", "16", "--top-k", "20"]
+    killed = subprocess.Popen(command, cwd=ROOT, env={**os.environ, PAUSE_ENV: "300"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any((staged / "synth" / "3" / "export.json").exists() for staged in _staged_export(repo)):
+        assert killed.poll() is None and time.monotonic() < deadline, "the export never reached its pause"
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == before
+
+    events = validate_events(synthetic.generate_events(synthetic.SyntheticConfig(n_events=3_000, seed=12)),
+                             synthetic.COLUMNS, "synthetic")
+    sessions = held_out_sessions(events, "session_id", "timestamp", 20, seed=0)
+    expected = offline_recommendations(synthetic_runs[1], sessions, 5, exclude_seen=False)
+    with TritonServer(repo, log_path=tmp_path / "server.log") as server:
+        with RecommenderClient(server.grpc_url, model="synth") as client:
+            answers = client.recommend(sessions, k=5)
+        assert {s: a.item_ids for s, a in answers.items()} == {s: ids for s, (ids, _) in expected.items()}
+        import tritonclient.grpc as grpcclient
+
+        triton = grpcclient.InferenceServerClient(server.grpc_url)
+        for step in ("synth_transform", "synth_model", "synth_topk"):
+            assert triton.is_model_ready(step, "1") and triton.is_model_ready(step, "2"), step
+            assert not triton.is_model_ready(step, "3"), step
+
+
+def test_export_refuses_a_changed_config_the_source_folder_and_a_missing_gpu(ml1m_run, synthetic_runs, tmp_path):
+    export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**SYNTH))
+    with pytest.raises(ExportError, match="differs from this export's config"):
+        export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**{**SYNTH, "top_k": 7}))
+    with pytest.raises(ExportError, match="--version 1: already in"):
+        export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**{**SYNTH, "version": 1}))
+    result = subprocess.run([PYTHON, "-m", "export", "--run", str(ml1m_run), "--repo", "model_repository"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "holds the python model sources" in result.stderr
+    if not torch.cuda.is_available():
+        with pytest.raises(ExportError, match="--device gpu: .*CUDA"):
+            export(ml1m_run, tmp_path / "gpu", ExportOptions(device="gpu"))
+    assert not json.loads((next((tmp_path / "repo" / "synth").glob("1")) / "export.json").read_text())["exclude_seen"]
