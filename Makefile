@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUILD := build
 DATASET ?= ml-1m
 
-.PHONY: setup demo test bench-prepare bench-train bench-t4r-env bench-t4r clean
+.PHONY: setup demo serve test bench-prepare bench-train bench-t4r-env bench-t4r clean
 
 setup: $(VENV)/.installed .triton/installed.json
 
@@ -22,16 +22,22 @@ $(VENV)/.installed: requirements.txt requirements-data.txt
 	$(PY) -m serve.install --home .triton
 
 DEMO_MINUTES ?= 3
+REPO ?= $(BUILD)/demo/model_repository
 
 demo: setup
 	rm -rf $(BUILD)/demo
 	$(PY) -m training.prepare --dataset $(DATASET) --out $(BUILD)/demo/data
 	$(PY) -m training.train --config training/configs/gpt2_clm.yaml --data $(BUILD)/demo/data --out $(BUILD)/demo/run \
 		train.time_budget_minutes=$(DEMO_MINUTES) train.epochs=200
+	$(PY) -m export --run $(BUILD)/demo/run --repo $(REPO) --torch-runtime python
+	$(PY) -m serve.demo --run $(BUILD)/demo/run --repo $(REPO)
 	@echo
-	@echo "Prepared $(DATASET) into $(BUILD)/demo/data and trained GPT-2 (CLM) for $(DEMO_MINUTES) minutes into $(BUILD)/demo/run"
-	@echo "(test metrics above; training curves in $(BUILD)/demo/run/curves.png)."
-	@echo "Next stages (export to a Triton ensemble, serving, the client) join this demo as they land."
+	@echo "Prepared $(DATASET) into $(BUILD)/demo/data, trained GPT-2 (CLM) for $(DEMO_MINUTES) minutes into $(BUILD)/demo/run"
+	@echo "(curves in $(BUILD)/demo/run/curves.png), exported it to $(REPO); serve it with: make serve"
+
+# the local CPU Triton on an exported repository (loopback, gRPC 8001, HTTP 8000)
+serve: setup
+	$(PY) -m serve --repo $(REPO)
 
 test: setup
 	$(PY) -m pytest -q tests
