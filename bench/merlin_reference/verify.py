@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -83,54 +82,26 @@ def compare(expected: np.ndarray, got: np.ndarray) -> float:
     return difference
 
 
-def perf(url: str, reference: dict, input_data: Path, report: Path, requests: int) -> dict:
-    from serve.layout import TritonLayout
-
-    layout = TritonLayout(TritonLayout.default_home())
-    command = [str(layout.perf_analyzer), "-m", reference["model_name"], "-u", url, "-i", "grpc",
-               "--input-data", str(input_data), "--concurrency-range", "1",
-               "--measurement-mode", "count_windows", "--measurement-request-count", str(requests),
-               "-s", "50", "--max-trials", "3", "-f", str(report)]
-    result = subprocess.run(command, env=layout.process_env(), capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        raise RuntimeError(f"perf_analyzer failed ({result.returncode}):\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-    header, row = report.read_text().strip().splitlines()[:2]
-    measured = dict(zip(header.split(","), row.split(",")))
-    return {"command": " ".join(command), "requests_per_s": float(measured["Inferences/Second"]),
-            "p50_ms": float(measured["p50 latency"]) / 1e3, "p99_ms": float(measured["p99 latency"]) / 1e3}
-
-
-def step_times(url: str) -> dict:
-    """Mean server-side time per request of each model (queue + compute), from Triton's statistics."""
-    import tritonclient.grpc as grpcclient
-
-    times = {}
-    for model in grpcclient.InferenceServerClient(url).get_inference_statistics(as_json=True)["model_stats"]:
-        success = model["inference_stats"].get("success", {})
-        count = int(success.get("count", 0))
-        if count:
-            times[model["name"]] = {"requests": count, "mean_ms": round(int(success["ns"]) / count / 1e6, 2)}
-    return times
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--work", type=Path, required=True, help="a new folder for model.pt, the repository, logs")
-    parser.add_argument("--model-pt", type=Path, help="default: trace a stand-in (dev_model.py)")
+    parser.add_argument("--model-pt", type=Path, help="default: the one `export` writes (into WORK/hf4rec_repo)")
     parser.add_argument("--user", default="1m_1", help="an ML-1M user whose strings are ASCII (see README.md)")
     parser.add_argument("--perf-sessions", type=int, default=0, help="distinct sessions for perf_analyzer (0: no perf)")
     parser.add_argument("--perf-requests", type=int, default=100, help="requests per measurement window")
     args = parser.parse_args(argv)
 
+    from bench.serving import perf_analyzer, statistics, step_times
     from serve.server import TritonServer
 
     args.work.mkdir(parents=True, exist_ok=True)
     model_pt = args.model_pt
     if model_pt is None:
-        from bench.merlin_reference.dev_model import write_model_pt
+        from export.repository import ExportOptions, export
 
-        model_pt = write_model_pt(args.run, args.work / "model.pt")
+        exported = export(args.run, args.work / "hf4rec_repo", ExportOptions(torch_runtime="python"))
+        model_pt = Path(exported["repo"]) / f"{exported['name']}_model" / str(exported["version"]) / "model.pt"
     reference = build_repository(args.run, model_pt, args.work / "repo")
     time_column = prepared.load_summary(args.run / runs.DATA)["columns"]["time"]
     events = history(movielens.load_events("ml-1m"), reference["sequence_key"], time_column)
@@ -149,9 +120,9 @@ def main(argv=None) -> None:
             sample = events[events[reference["sequence_key"]].isin(users)]
             report["perf_input"] = write_perf_input(sample, args.work / "perf_input.json", reference["inputs"],
                                                     reference["sequence_key"], max_sessions=args.perf_sessions)
-            report["perf"] = perf(server.grpc_url, reference, args.work / "perf_input.json",
-                                  args.work / "perf.csv", args.perf_requests)
-            report["server_side"] = step_times(server.grpc_url)
+            report["perf"] = perf_analyzer(server.grpc_url, reference["model_name"], args.work / "perf_input.json",
+                                           args.work / "perf.csv", args.perf_requests)
+            report["server_side"] = step_times({}, statistics(server.grpc_url))
     print(json.dumps(report, indent=1))
 
 

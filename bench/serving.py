@@ -1,0 +1,196 @@
+"""Serving benchmark: our ensemble and its steps beside merlin-systems' packaging of the same
+fitted workflow and the same model.pt, on one Triton (CPU), driven by perf_analyzer over gRPC.
+
+    PYTHONPATH=. .venv/bin/python -m bench.serving --run RUN [--sessions 300] [--concurrency 1,2,4]
+        [--requests 200] [--out build/bench/serving]
+
+OUT/repo is our export (python runner), OUT/merlin_repo bench/merlin_reference's build on
+OUT/repo/hf4rec_model/1/model.pt. Each request is one held-out ML-1M session, sent whole
+(all its events but the last) to every step. Writes OUT/inputs/*.json (perf_analyzer
+--input-data), OUT/serving.json, and prints the table and the ratios the targets are stated in.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+NAME = "hf4rec"
+STEPS = {"a": NAME, "b": f"{NAME}_model", "c": f"{NAME}_transform", "d": "executor_model",  # d: merlin's entry point
+         "a_ascii": NAME}  # the ensemble on d's sessions (merlin takes ASCII only; those run shorter)
+K = 10  # items a request asks the ensemble for
+STATS = ("queue", "compute_input", "compute_infer", "compute_output")  # Triton's per-model duration counters
+TARGETS = {"c_p50_ms_at_1": 1.0, "a_over_b_p50": 1.5, "a_over_d_throughput": 20.0}
+
+
+def perf_analyzer(url: str, model: str, input_data: Path, report: Path, requests: int,
+                  concurrency: int = 1, max_trials: int = 5) -> dict:
+    """One perf_analyzer measurement (count windows of `requests`): requests/s, p50 and p99 ms."""
+    from serve.layout import TritonLayout
+
+    layout = TritonLayout(TritonLayout.default_home())
+    command = [str(layout.perf_analyzer), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
+               "--concurrency-range", str(concurrency), "--measurement-mode", "count_windows",
+               "--measurement-request-count", str(requests), "-s", "50", "--max-trials", str(max_trials),
+               "-f", str(report)]
+    result = subprocess.run(command, env=layout.process_env(), capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"perf_analyzer -m {model} failed ({result.returncode}):\n"
+                           f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    header, row = report.read_text().strip().splitlines()[:2]
+    measured = dict(zip(header.split(","), row.split(",")))
+    return {"requests_per_s": float(measured["Inferences/Second"]),
+            "p50_ms": float(measured["p50 latency"]) / 1e3, "p99_ms": float(measured["p99 latency"]) / 1e3}
+
+
+def statistics(url: str) -> dict:
+    """Triton's cumulative counters per model: successful requests and ns spent in each phase."""
+    import tritonclient.grpc as grpcclient
+
+    counters = {}
+    for model in grpcclient.InferenceServerClient(url).get_inference_statistics(as_json=True)["model_stats"]:
+        stats = model["inference_stats"]
+        counters[model["name"]] = {"requests": int(stats.get("success", {}).get("count", 0)),
+                                   "total": int(stats.get("success", {}).get("ns", 0)),
+                                   **{phase: int(stats.get(phase, {}).get("ns", 0)) for phase in STATS}}
+    return counters
+
+
+def step_times(before: dict, after: dict) -> dict:
+    """Mean ms per request of each model that served requests between two `statistics` snapshots."""
+    times = {}
+    for model, now in after.items():
+        then = before.get(model, dict.fromkeys(now, 0))
+        requests = now["requests"] - then["requests"]
+        if requests:
+            times[model] = {"requests": requests, **{phase: round((now[phase] - then[phase]) / requests / 1e6, 3)
+                                                     for phase in ("total", *STATS)}}
+    return times
+
+
+def _entry(arrays: dict[str, np.ndarray]) -> dict:
+    """One request of one session ([1, ...] arrays) in perf_analyzer's format: shape without
+    the batch dimension, BYTES as strings."""
+    return {name: {"content": [v.decode() if isinstance(v, bytes) else v for v in values.reshape(-1).tolist()],
+                   "shape": list(values.shape[1:])} for name, values in arrays.items()}
+
+
+def write_inputs(folder: Path, url: str, spec, repo: Path, sessions, reference: dict) -> dict:
+    """perf_analyzer --input-data for a, b, c (the same sessions), d and a_ascii (their ASCII-only subset)."""
+    import tritonclient.grpc as grpcclient
+
+    from bench.merlin_reference.perf_input import write_perf_input
+    from client.sessions import K as K_INPUT, session_batches
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # one session per request, every event sent (the client would keep the last max_events): as merlin gets them
+    batches = session_batches(sessions, dataclasses.replace(spec, max_batch_size=1, max_events=spec.max_request_events), K)
+    sys.path.insert(0, str(repo / STEPS["c"] / "1"))
+    from compiled import RequestTransform
+
+    transform = RequestTransform(repo / STEPS["c"] / "1")
+    model_inputs = [t["name"] for t in grpcclient.InferenceServerClient(url).get_model_metadata(STEPS["b"], as_json=True)["inputs"]]
+    entries = {"a": [], "b": [], "c": []}
+    paths = {step: folder / f"{step}_{model}.json" for step, model in STEPS.items()}
+    merlin = write_perf_input(sessions, paths["d"], reference["inputs"], reference["sequence_key"])
+    merlin_sessions = [e[reference["sequence_key"]] for e in json.loads(paths["d"].read_text())["data"]]
+    ascii_keys = {session["content"][0] for session in merlin_sessions}
+    for batch in batches:
+        raw = {name: values for name, values in batch.inputs.items() if name != K_INPUT}
+        transformed = transform.transform({n: raw[n] for n in transform.inputs}, raw["event_count"])
+        entries["a"].append(_entry(batch.inputs))
+        entries["c"].append(_entry(raw))
+        entries["b"].append(_entry({name: transformed[name] for name in model_inputs}))
+    entries["a_ascii"] = [entry for batch, entry in zip(batches, entries["a"]) if batch.session_ids[0] in ascii_keys]
+    for step, data in entries.items():
+        paths[step].write_text(json.dumps({"data": data}))
+    lengths = [int(b.inputs["event_count"][0, 0]) for b in batches]
+    merlin_lengths = [session["shape"][0] for session in merlin_sessions]
+    return {"paths": {step: str(path) for step, path in paths.items()},
+            "abc": {"sessions": len(lengths), "events": sum(lengths), "median_events": float(np.median(lengths))},
+            "d": {**merlin, "median_events": float(np.median(merlin_lengths))}}
+
+
+def ratios(results: list[dict]) -> dict:
+    by = {(r["step"], r["concurrency"]): r for r in results}
+    concurrencies = sorted({r["concurrency"] for r in results})
+    return {
+        "c_p50_ms_at_1": by[("c", 1)]["p50_ms"] if ("c", 1) in by else None,
+        "a_over_b_p50": {c: round(by[("a", c)]["p50_ms"] / by[("b", c)]["p50_ms"], 2) for c in concurrencies},
+        **{f"{a}_over_d_throughput": {c: round(by[(a, c)]["requests_per_s"] / by[("d", c)]["requests_per_s"], 1)
+                                      for c in concurrencies if c in (1, 4)} for a in ("a", "a_ascii")},
+    }
+
+
+def render(report: dict) -> str:
+    lines = ["| step | concurrency | requests/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    lines += [f"| {r['step']} {r['model']} | {r['concurrency']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.2f} | "
+              f"{r['p99_ms']:.2f} |" for r in sorted(report["results"], key=lambda r: (r["step"], r["concurrency"]))]
+    inputs, found = report["inputs"], report["ratios"]
+    lines += ["", f"median events per session: a/b/c {inputs['abc']['median_events']:g} ({inputs['abc']['sessions']} sessions), "
+              f"d and a_ascii {inputs['d']['median_events']:g} ({inputs['d']['sessions']} ASCII sessions, {inputs['d']['skipped']} left out)",
+              f"(c) p50 at concurrency 1: {found['c_p50_ms_at_1']} ms (target <= {TARGETS['c_p50_ms_at_1']:g})",
+              f"(a) p50 / (b) p50: {found['a_over_b_p50']} (target <= {TARGETS['a_over_b_p50']:g})",
+              f"(a) / (d) requests/s: {found['a_over_d_throughput']} (target >= {TARGETS['a_over_d_throughput']:g}); "
+              f"on the same ASCII sessions, a_ascii / d: {found['a_ascii_over_d_throughput']}",
+              "", "server side, mean ms per request (total = queue + compute):"]
+    for r in report["results"]:
+        parts = ", ".join(f"{model} {t['total']:.2f} (queue {t['queue']:.2f}, infer {t['compute_infer']:.2f})"
+                          for model, t in r["server"].items())
+        lines.append(f"  {r['step']} c={r['concurrency']}: {parts}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="a run directory (training output)")
+    parser.add_argument("--sessions", type=int, default=300, help="held-out ML-1M sessions, one per request")
+    parser.add_argument("--concurrency", default="1,2,4", help="perf_analyzer concurrencies, comma-separated")
+    parser.add_argument("--requests", type=int, default=200, help="requests per measurement window")
+    parser.add_argument("--out", type=Path, default=Path("build/bench/serving"))
+    args = parser.parse_args(argv)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+
+    from bench.merlin_reference.build import build_repository
+    from export.repository import ExportOptions, export
+    from serve.server import TritonServer
+    from tests.serving_reference import held_out_sessions, ml1m_events
+
+    repo, merlin_repo = args.out / "repo", args.out / "merlin_repo"
+    for folder in (repo, merlin_repo):  # generated here: a rerun starts from version 1 again
+        shutil.rmtree(folder, ignore_errors=True)
+    export(args.run, repo, ExportOptions(name=NAME, torch_runtime="python", max_batch_size=64, top_k=100))
+    model_pt = repo / STEPS["b"] / "1" / "model.pt"
+    reference = build_repository(args.run, model_pt, merlin_repo)  # the very same model.pt file
+    results = []
+    with TritonServer(repo, log_path=args.out / "server.log",
+                      extra_args=(f"--model-repository={merlin_repo.resolve()}",)) as server:
+        url = server.grpc_url
+        from client.recommender import RecommenderClient
+
+        with RecommenderClient(url, model=NAME) as client:
+            spec = client.spec
+        sessions = held_out_sessions(ml1m_events(), spec.sequence_key, spec.time_column, args.sessions, seed=0)
+        inputs = write_inputs(args.out / "inputs", url, spec, repo, sessions, reference)
+        for concurrency in concurrencies:  # all steps at one concurrency close in time: their ratios compare
+            for step, model in STEPS.items():
+                before = statistics(url)
+                measured = perf_analyzer(url, model, Path(inputs["paths"][step]),
+                                         args.out / f"perf_{step}_{concurrency}.csv", args.requests, concurrency)
+                results.append({"step": step, "model": model, "concurrency": concurrency, **measured,
+                                "server": step_times(before, statistics(url))})
+                print(f"{step} {model} c={concurrency}: {measured}", flush=True)
+    report = {"run": str(args.run), "model_pt": str(model_pt), "requests_per_window": args.requests,
+              "inputs": inputs, "results": results, "ratios": ratios(results), "targets": TARGETS}
+    (args.out / "serving.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(render(report))
+
+
+if __name__ == "__main__":
+    main()
