@@ -8,7 +8,6 @@ import pytest
 
 from training import prepared, views
 from training.datasets import movielens
-from training.prepare import PrepareArgs, run
 
 
 @pytest.fixture(scope="module")
