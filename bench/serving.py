@@ -5,7 +5,7 @@ fitted workflow and the same model.pt, on one Triton (CPU), driven by perf_analy
         [--requests 200] [--out build/bench/serving]
 
 OUT/repo is our export (python runner), OUT/merlin_repo bench/merlin_reference's build on
-OUT/repo/hf4rec_model/1/model.pt. Each request is one held-out ML-1M session, sent whole
+OUT/repo/hf4rec_model/1/model.pt. Each request is one held-out session of the run's dataset, sent whole
 (all its events but the last) to every step. Writes OUT/inputs/*.json (perf_analyzer
 --input-data), OUT/serving.json, and prints the table and the ratios the targets are stated in.
 """
@@ -150,7 +150,7 @@ def render(report: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a run directory (training output)")
-    parser.add_argument("--sessions", type=int, default=300, help="held-out ML-1M sessions, one per request")
+    parser.add_argument("--sessions", type=int, default=300, help="held-out sessions of the run's dataset, one per request")
     parser.add_argument("--concurrency", default="1,2,4", help="perf_analyzer concurrencies, comma-separated")
     parser.add_argument("--requests", type=int, default=200, help="requests per measurement window")
     parser.add_argument("--out", type=Path, default=Path("build/bench/serving"))
@@ -160,7 +160,9 @@ def main(argv=None) -> None:
     from bench.merlin_reference.build import build_repository
     from export.repository import ExportOptions, export
     from serve.server import TritonServer
-    from tests.serving_reference import held_out_sessions, ml1m_events
+    from training import run_dir
+    from training.prepare import raw_events
+    from training.views import held_out
 
     repo, merlin_repo = args.out / "repo", args.out / "merlin_repo"
     for folder in (repo, merlin_repo):  # generated here: a rerun starts from version 1 again
@@ -176,7 +178,8 @@ def main(argv=None) -> None:
 
         with RecommenderClient(url, model=NAME) as client:
             spec = client.spec
-        sessions = held_out_sessions(ml1m_events(), spec.sequence_key, spec.time_column, args.sessions, seed=0)
+        sessions, _ = held_out(raw_events(run_dir.data_dir(args.run))[0], spec.sequence_key, spec.time_column,
+                               args.sessions, seed=0)
         inputs = write_inputs(args.out / "inputs", url, spec, repo, sessions, reference)
         for concurrency in concurrencies:  # all steps at one concurrency close in time: their ratios compare
             for step, model in STEPS.items():

@@ -29,7 +29,7 @@ class RequestSpec:
     time_column: str  # events are ordered by it (unix seconds)
     item_column: str  # the returned ids are this column's values
     context_columns: tuple[str, ...]  # per-session values the server takes from the earliest event
-    max_events: int  # the last events of a session the model reads
+    max_events: int  # the last events of a session the workflow keeps (and the server reads)
     max_k: int  # the most items one session may ask for
     exclude_seen: bool  # whether the session's own items are left out of the answer
     max_request_events: int  # the server refuses sessions with more events

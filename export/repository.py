@@ -136,7 +136,7 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
             _copy_sources("runner", ["model.py"], model_dir)
         topk_dir = staging / names["topk"] / str(version)
         _copy_sources("topk", ["model.py", "ranking.py"], topk_dir)
-        categories = Path(transform_dir / "workflow" / "categories" / f"unique.{item_column}.parquet")
+        categories = transform_dir / "workflow" / "categories" / f"unique.{item_column}.parquet"
         (topk_dir / "categories").mkdir()
         shutil.copy2(categories, topk_dir / "categories" / categories.name)
         (topk_dir / "topk.json").write_text(json.dumps({

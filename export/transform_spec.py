@@ -99,6 +99,7 @@ def compile_workflow(workflow_dir: Path, model_inputs: list[str], continuous: se
     (time_column,) = grouping.sort_cols
     raw = sorted({output["source"] for output in outputs} | {time_column})
     dtypes = {column.name: column.dtype.to_numpy for column in workflow.input_schema}
+    float_sources = {o["source"] for o in outputs if o["dtype"] == "float32"}
     return {
         "sequence_key": grouping.groupby_cols[0],
         "time_column": time_column,
@@ -107,14 +108,10 @@ def compile_workflow(workflow_dir: Path, model_inputs: list[str], continuous: se
         "seen": {"name": SEEN, "source": outputs[0]["source"]} if seen_items else None,
         "max_request_events": MAX_REQUEST_EVENTS,
         "oov_code": oov_code,
-        "inputs": [{"name": column, "dtype": _raw_dtype(np.dtype(dtypes[column]), column, continuous_source(outputs, column))}
+        "inputs": [{"name": column, "dtype": _raw_dtype(np.dtype(dtypes[column]), column, column in float_sources)}
                    for column in raw],
         "outputs": outputs,
     }
-
-
-def continuous_source(outputs: list[dict], column: str) -> bool:
-    return any(o["source"] == column and o["dtype"] == "float32" for o in outputs)
 
 
 def _raw_dtype(dtype: np.dtype, column: str, is_continuous: bool) -> str:

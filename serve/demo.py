@@ -17,23 +17,6 @@ from pathlib import Path
 from serve.server import TritonServer
 
 
-def held_out_events(run: Path, users: int):
-    """Raw events of `users` test users without their last event, and those last items."""
-    from training import prepare, prepared, run_dir, views
-
-    summary = prepared.load_summary(run_dir.data_dir(run))
-    options = summary["options"]
-    args = prepare.PrepareArgs(**{**options, "out": Path(options["out"]),
-                                  "mapping": Path(options["mapping"]) if options["mapping"] else None})
-    events, columns = prepare.load(args)
-    events = views.filter_items(events, columns, options["min_item_count"])
-    events, key = views.sequence_key(events, columns, summary["view"], int(options["session_gap_minutes"] * 60))
-    chosen = events[key].drop_duplicates().sample(users, random_state=0)
-    events = views.sort_events(events[events[key].isin(chosen)], key, columns.time)
-    last = (events.groupby(key, sort=False).cumcount(ascending=False) == 0).to_numpy()
-    return events[~last], events[last].set_index(key)[columns.item], key
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
@@ -41,7 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
-    events, targets, key = held_out_events(args.run, args.users)
+    from training import run_dir
+    from training.prepare import raw_events
+    from training.views import held_out
+
+    all_events, columns, key = raw_events(run_dir.data_dir(args.run))
+    events, last = held_out(all_events, key, columns.time, args.users)
+    targets = last[columns.item]
     requests = args.run / "held_out_events.csv"
     events.to_csv(requests, index=False)
     with TritonServer(args.repo, log_path=args.run / "tritonserver.log") as server:

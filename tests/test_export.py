@@ -18,12 +18,15 @@ import torch
 
 from client.recommender import RecommenderClient
 from export.repository import PAUSE_ENV, ExportError, ExportOptions, export
+from export.transform_spec import SEEN
 from serve.server import TritonServer
 from tests.conftest import PYTHON, ROOT
-from tests.serving_reference import held_out_sessions, ml1m_events, offline_recommendations
 from training import run_dir
 from training.datasets import synthetic
 from training.events import validate_events
+from training.prepare import raw_events
+from training.recommend import recommend
+from training.views import held_out
 
 SYNTH = dict(name="synth", torch_runtime="python", max_batch_size=16, top_k=20)
 
@@ -68,17 +71,23 @@ def _assert_transform_equals_workflow(run, repo, name, events):
                 assert not got[len(want):].any(), f"{output['name']} of {session}: padding is not 0"
             else:
                 assert served[output["name"]][row, 0] == pytest.approx(want, abs=0), f"{output['name']} of {session}"
+    if transform.seen:  # the top-k step's seen items: every item the workflow keeps, not only the model's
+        item = transform.outputs[0]["name"]
+        for row, session in enumerate(keys):
+            want = np.asarray(offline.at[session, item])
+            np.testing.assert_array_equal(served[SEEN][row][: len(want)], want, err_msg=f"seen items of {session}")
+            assert not served[SEEN][row][len(want):].any()
     assert len(keys) >= 200
 
 
-def test_compiled_transform_equals_the_workflow_on_held_out_ml1m_sessions(ml1m_run, tmp_path):
+def test_compiled_transform_equals_the_workflow_on_held_out_ml1m_sessions(ml1m_run, prepared_ml1m, tmp_path):
     export(ml1m_run, tmp_path / "repo", ExportOptions(name="ml1m", torch_runtime="python"))
-    events = held_out_sessions(ml1m_events(), "user_id", "timestamp", 220, seed=5)
+    events, _ = held_out(raw_events(prepared_ml1m)[0], "user_id", "timestamp", 220, seed=5)
     _assert_transform_equals_workflow(ml1m_run, tmp_path / "repo", "ml1m", events)
 
 
 def test_compiled_transform_equals_the_workflow_with_prices_missing_and_unknown_items(synthetic_runs, tmp_path):
-    export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**SYNTH))
+    export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**SYNTH, exclude_seen=True))
     events = validate_events(synthetic.generate_events(synthetic.SyntheticConfig(n_events=20_000, seed=11)),
                              synthetic.COLUMNS, "synthetic")
     events = events[events["session_id"].isin(events["session_id"].drop_duplicates().head(240))].copy()
@@ -124,8 +133,8 @@ def test_second_export_serves_first_still_loads_and_a_killed_export_changes_noth
 
     events = validate_events(synthetic.generate_events(synthetic.SyntheticConfig(n_events=3_000, seed=12)),
                              synthetic.COLUMNS, "synthetic")
-    sessions = held_out_sessions(events, "session_id", "timestamp", 20, seed=0)
-    expected = offline_recommendations(synthetic_runs[1], sessions, 5, exclude_seen=False)
+    sessions, _ = held_out(events, "session_id", "timestamp", 20, seed=0)
+    expected = recommend(synthetic_runs[1], sessions, 5, exclude_seen=False)
     with TritonServer(repo, log_path=tmp_path / "server.log") as server:
         with RecommenderClient(server.grpc_url, model="synth") as client:
             answers = client.recommend(sessions, k=5)

@@ -17,7 +17,9 @@ from tritonclient.utils import InferenceServerException
 from client.recommender import RecommenderClient
 from export.repository import ExportOptions, export
 from serve.server import TritonServer
-from tests.serving_reference import held_out_sessions, ml1m_events, offline_recommendations
+from training.prepare import raw_events
+from training.recommend import recommend
+from training.views import held_out
 
 K = 10
 MAX_BATCH = 16
@@ -33,13 +35,13 @@ def server(ml1m_run, synthetic_runs, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ml1m_held_out():
-    return held_out_sessions(ml1m_events(), "user_id", "timestamp", 240, seed=3)
+def ml1m_held_out(prepared_ml1m):
+    return held_out(raw_events(prepared_ml1m)[0], "user_id", "timestamp", 240, seed=3)[0]
 
 
 @pytest.fixture(scope="module")
 def ml1m_expected(ml1m_run, ml1m_held_out):
-    return offline_recommendations(ml1m_run, ml1m_held_out, K, exclude_seen=True)
+    return recommend(ml1m_run, ml1m_held_out, K, exclude_seen=True)
 
 
 def _assert_same(got: dict, expected: dict) -> None:

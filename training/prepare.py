@@ -73,6 +73,18 @@ def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
     return validate_events(read_event_file(args.dataset), columns, f"events file {args.dataset}"), columns
 
 
+def raw_events(prepared_dir: Path) -> tuple[pd.DataFrame, EventColumns, str]:
+    """The events a prepared folder was made from (filtered and keyed as then): for requests
+    to a served model. -> (events, columns, sequence key)."""
+    summary = prepared.load_summary(prepared_dir)
+    options = summary["options"]
+    args = PrepareArgs(**{**options, "out": Path(options["out"]), "mapping": Path(options["mapping"]) if options["mapping"] else None})
+    events, columns = load(args)
+    events = views.filter_items(events, columns, args.min_item_count)
+    events, key = views.sequence_key(events, columns, summary["view"], int(args.session_gap_minutes * 60))
+    return events, columns, key
+
+
 def bucket_boundaries(train_events: pd.DataFrame, columns: EventColumns, buckets: int) -> dict[str, list[float]]:
     quantiles = np.linspace(0, 1, buckets + 1)[1:-1]
     return {

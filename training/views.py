@@ -86,6 +86,15 @@ def leave_one_out(events: pd.DataFrame, key: str, time: str) -> dict[str, pd.Dat
     }
 
 
+def held_out(events: pd.DataFrame, key: str, time: str, n: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave-one-out's test rows as requests: `n` random sequences (None: all) in time order
+    without their last event, and those last events (indexed by `key`)."""
+    if n is not None:
+        events = events[events[key].isin(events[key].drop_duplicates().sample(n, random_state=seed))]
+    splits = leave_one_out(events, key, time)
+    return splits["valid"].reset_index(drop=True), splits["test"].drop(splits["valid"].index).set_index(key)
+
+
 def window_index(events: pd.DataFrame, key: str, time: str, window_days: float, per_event: bool) -> np.ndarray:
     """Window of each event: its own (sequential view, a user's events split by window) or
     its sequence's first event (sessions stay whole)."""

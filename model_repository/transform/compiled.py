@@ -106,9 +106,12 @@ class RequestTransform:
                 out[output["name"]] = values.astype(output["dtype"])
         if self.seen:  # the session's items the top-k step leaves out: as many as the workflow keeps
             item = next(o for o in self.outputs if o["source"] == self.seen["source"] and o["kind"] == "list")
-            seen_index, seen_real = self._last(order, event_count, self.max_events)
-            codes = self._apply(item, np.take_along_axis(columns[item["source"]], seen_index, axis=1))
-            out[self.seen["name"]] = np.where(seen_real, codes, 0).astype(np.int64)
+            if self.model_events == self.max_events:  # the model reads them all: its codes are the seen items
+                out[self.seen["name"]] = out[item["name"]]
+            else:
+                seen_index, seen_real = self._last(order, event_count, self.max_events)
+                codes = self._apply(item, np.take_along_axis(columns[item["source"]], seen_index, axis=1))
+                out[self.seen["name"]] = np.where(seen_real, codes, 0).astype(np.int64)
         return out
 
     @staticmethod
