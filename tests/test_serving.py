@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 from client.recommender import RecommenderClient
 from export.repository import ExportOptions, export
 from serve.server import TritonServer
+from tests.conftest import PYTHON, ROOT
 from training.prepare import raw_events
 from training.recommend import recommend
 from training.views import held_out
@@ -134,6 +137,10 @@ def _synth_inputs(server):
     ("empty session", {"event_count": np.array([[0]], dtype=np.int32)}, "event_count"),
     ("infinite price", {"price": np.array([[1.0, np.inf, 2.0]])}, "price"),
     ("k above the maximum", {"k": np.array([[21]], dtype=np.int32)}, "'k'"),
+    ("k differing between sessions", {name: np.repeat(v, 2, axis=0) for name, v in {
+        "item_id": np.array([[100_001]]), "timestamp": np.array([[1]]), "category": np.array([[b"c1"]], dtype=object),
+        "price": np.array([[1.0]]), "device": np.array([[b"app"]], dtype=object), "user_id": np.array([[4]]),
+        "event_count": np.array([[1]], dtype=np.int32)}.items()} | {"k": np.array([[5], [6]], dtype=np.int32)}, "'k'"),
     ("more sessions than max_batch_size", {name: np.repeat(v, MAX_BATCH + 1, axis=0) for name, v in {
         "item_id": np.array([[100_001]]), "timestamp": np.array([[1]]), "category": np.array([[b"c1"]], dtype=object),
         "price": np.array([[1.0]]), "device": np.array([[b"app"]], dtype=object), "user_id": np.array([[4]]),
@@ -186,3 +193,39 @@ def test_missing_price_takes_the_training_median(server):
     assert ids_nan.tolist() == ids_median.tolist()
     np.testing.assert_allclose(scores_nan, scores_median, atol=1e-6)
     assert not np.allclose(scores_nan, scores_other), "the price does not reach the model"
+
+
+# --- the client's command line, its retries, and the demo's last leg ---
+
+def test_client_command_prints_what_the_offline_model_answers(server, ml1m_held_out, ml1m_expected, tmp_path):
+    sessions = list(ml1m_expected)[:5]
+    requests = tmp_path / "events.csv"
+    ml1m_held_out[ml1m_held_out["user_id"].isin(sessions)].to_csv(requests, index=False)
+    command = [PYTHON, "-m", "client", "--url", server.grpc_url, "--model", "ml1m", "--input", str(requests),
+               "--k", str(K), "--json"]
+    printed = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    assert {user: [i["item_id"] for i in items] for user, items in printed.items()} == \
+        {user: ml1m_expected[user][0] for user in sessions}
+    missing = subprocess.run([*command[:8], str(tmp_path / "none.csv")], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode != 0 and "none.csv" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_client_retries_an_unavailable_server_with_backoff_then_raises(tmp_path):
+    from serve.server import free_port
+
+    client = RecommenderClient(f"127.0.0.1:{free_port()}", model="ml1m", retries=2, backoff_s=0.25)
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
+        client.spec
+    assert time.monotonic() - started >= 0.25 + 0.5  # two retries after 0.25 s and 0.5 s
+    with pytest.raises(TimeoutError, match="ml1m"):
+        client.wait_ready(0.5)
+
+
+def test_demo_asks_the_served_model_for_held_out_users(ml1m_run, tmp_path):
+    repo = tmp_path / "repo"
+    export(ml1m_run, repo, ExportOptions(torch_runtime="python"))
+    shown = subprocess.run([PYTHON, "-m", "serve.demo", "--run", str(ml1m_run), "--repo", str(repo), "--users", "2"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.count("(next: ") == 2 and "offline test metrics of this run: ndcg@10" in shown.stdout
