@@ -18,10 +18,12 @@ class Tensor:
     name: str
     dtype: str  # a WIRE key
     dims: tuple[int, ...]
+    ragged: bool = False  # requests of different shapes may share a dynamic batch (python steps only)
 
     def text(self) -> str:
         dims = ", ".join(str(d) for d in self.dims)
-        return f'  {{ name: "{self.name}" data_type: {WIRE[self.dtype]} dims: [ {dims} ] }}'
+        ragged = " allow_ragged_batch: true" if self.ragged else ""
+        return f'  {{ name: "{self.name}" data_type: {WIRE[self.dtype]} dims: [ {dims} ]{ragged} }}'
 
 
 def _tensors(kind: str, tensors: list[Tensor]) -> str:

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -97,7 +97,9 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     ranked = [Tensor("item_ids", item_dtype, (-1,)), Tensor("item_scores", "float32", (-1,))]
     batch, kind = options.max_batch_size, "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     texts = {
-        names["transform"]: configs.step_config(names["transform"], "python", batch, [*raw, event_count], [*model_inputs, *seen_items]),
+        # the python transform answers each request on its own, so sessions of any length share a batch
+        names["transform"]: configs.step_config(names["transform"], "python", batch,
+                                                [replace(t, ragged=True) for t in [*raw, event_count]], [*model_inputs, *seen_items]),
         names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch, model_inputs,
                                             [Tensor(OUTPUT, "float32", scores.dims)], kind, configs.model_parameters()),
         names["topk"]: configs.step_config(names["topk"], "python", batch, [scores, *seen, k], ranked),

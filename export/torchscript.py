@@ -6,6 +6,9 @@ List inputs are [B, L] right-padded (0 = padding) with L <= the events the model
 context inputs are [B, 1]. Under those two promises `NextItemModel.next_item_scores` takes
 fixed branches (nothing to compact, nothing to cut), so tracing it records one graph that
 holds for every batch size and width; `trace` checks that on other shapes before returning.
+The transform step sends every session padded to the kept events (one shape, so requests
+batch); `trim_padding`, a script function the trace calls, first cuts the padding columns
+all rows share, so a short session costs what its length costs.
 Special codes (pad, null, OOV) score -inf, as offline.
 """
 from __future__ import annotations
@@ -33,6 +36,14 @@ def kept_events(model: NextItemModel) -> int:
     return model.config.max_length - int(model.appends_mask)
 
 
+@torch.jit.script
+def trim_padding(item: torch.Tensor, lists: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Drop the trailing columns that are padding in every row (inputs are right-padded with 0)."""
+    columns = torch.arange(1, item.shape[1] + 1, device=item.device)
+    width = max(int(((item != 0).any(dim=0).long() * columns).max()), 1)
+    return [values[:, :width] for values in lists]
+
+
 class _Serving(nn.Module):
     def __init__(self, model: NextItemModel):
         super().__init__()
@@ -41,7 +52,10 @@ class _Serving(nn.Module):
         self.lists = set(model.spec.list_columns)
 
     def scores(self, *inputs: torch.Tensor) -> torch.Tensor:
-        batch = {name: value if name in self.lists else value.reshape(-1) for name, value in zip(self.names, inputs)}
+        lists = [name for name in self.names if name in self.lists]
+        trimmed = dict(zip(lists, trim_padding(inputs[self.names.index(self.model.spec.item)],
+                                               [value for name, value in zip(self.names, inputs) if name in self.lists])))
+        batch = {name: trimmed[name] if name in self.lists else value.reshape(-1) for name, value in zip(self.names, inputs)}
         return self.model.next_item_scores(batch).float()
 
 
@@ -57,10 +71,12 @@ def _serving_class(names: list[str]) -> type:
     return type("ServingModel", (_Serving,), {"forward": namespace["forward"]})
 
 
-def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Generator, device="cpu") -> tuple:
-    """Right-padded random inputs with the given real lengths (valid codes, finite values)."""
+def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Generator, device="cpu",
+                   width: int | None = None) -> tuple:
+    """Random inputs with the given real lengths, right-padded to `width` (default: the longest)
+    (valid codes, finite values)."""
     spec = model.spec
-    width = max(lengths)
+    width = width or max(lengths)
     real = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
     batch = len(lengths)
     inputs = []
@@ -86,12 +102,13 @@ def trace(model: NextItemModel, device: str = "cpu") -> torch.jit.ScriptModule:
     serving = _serving_class(input_names(model))(model).eval()
     generator = torch.Generator().manual_seed(0)
     kept = kept_events(model)
-    example = example_inputs(model, [min(5, kept), min(3, kept)], generator, device)
+    example = example_inputs(model, [min(5, kept), min(3, kept)], generator, device, width=kept)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(serving, example, check_trace=False)
-    for lengths in ([1], [kept, 1, 2], [min(7, kept)] * 9, [kept] * 2):
-        inputs = example_inputs(model, lengths, generator, device)
+    for lengths, width in (([1], None), ([kept, 1, 2], None), ([min(7, kept)] * 9, None), ([kept] * 2, None),
+                           ([1], kept), ([min(4, kept), 2, 1], kept)):  # as the transform step sends them
+        inputs = example_inputs(model, lengths, generator, device, width)
         with torch.no_grad():
             expected, got = serving(*inputs), traced(*inputs)
         if not (torch.equal(expected.isinf(), got.isinf()) and

@@ -67,6 +67,7 @@ def _assert_transform_equals_workflow(run, repo, name, events):
             if output["kind"] == "list":
                 want = np.asarray(want)[-model_events:]
                 got = served[output["name"]][row]
+                assert len(got) == model_events, f"{output['name']}: expected every session padded to {model_events}"
                 np.testing.assert_array_equal(got[: len(want)], want, err_msg=f"{output['name']} of {session}")
                 assert not got[len(want):].any(), f"{output['name']} of {session}: padding is not 0"
             else:
@@ -109,6 +110,27 @@ def test_libtorch_and_python_model_steps_differ_only_in_the_backend_line(ml1m_ru
     assert sorted(p.name for p in (tmp_path / "libtorch" / "ml1m_model" / "1").iterdir()) == ["model.pt"]
     assert sorted(p.name for p in (tmp_path / "python" / "ml1m_model" / "1").iterdir()) == ["model.pt", "model.py"]
     assert 'parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }' in libtorch
+
+
+def test_model_pt_scores_a_session_the_same_alone_padded_or_batched_with_longer_ones(ml1m_run, tmp_path):
+    """The transform pads every session to the kept events so requests batch; model.pt trims
+    the padding all rows share, and a row's scores never depend on its neighbours' lengths."""
+    export(ml1m_run, tmp_path / "repo", ExportOptions(name="ml1m", torch_runtime="python"))
+    scripted = torch.jit.load(str(tmp_path / "repo" / "ml1m_model" / "1" / "model.pt"))
+    model, _ = run_dir.load_model(ml1m_run)
+    from export.torchscript import example_inputs, kept_events
+
+    kept = kept_events(model)
+    lengths = [3, 1, kept, 17]
+    batch = example_inputs(model, lengths, torch.Generator().manual_seed(3), width=kept)
+    with torch.no_grad():
+        together = scripted(*batch)
+        for row, length in enumerate(lengths):
+            row_inputs = [value[row: row + 1] for value in batch]
+            tight = [value[:, :length] if value.shape[1] == kept else value for value in row_inputs]
+            for alone in (scripted(*row_inputs), scripted(*tight)):
+                torch.testing.assert_close(alone, together[row: row + 1], atol=1e-5, rtol=1e-5)
+                assert torch.equal(alone.isinf(), together[row: row + 1].isinf())
 
 
 def _staged_export(repo) -> list:

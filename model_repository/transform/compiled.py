@@ -7,7 +7,10 @@ Per session, as `workflow.transform` does: events sorted by time (stable), conte
 from the earliest event, the last `model_events` events kept (and, for the top-k step's
 seen-item filter, the codes of the last `max_events` items), categories looked up (unknown
 -> OOV code, codes from the files' index), missing continuous values -> training median,
-log1p / z-score / buckets; list outputs right-padded with 0.
+log1p / z-score / buckets; list outputs right-padded with 0 to a fixed width
+(`model_events`; seen items `max_events`), whatever the request's length: the model step's
+inputs then have one shape, so Triton's dynamic batcher can merge requests there (the model
+trims the common padding off again).
 """
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ import numpy as np
 import pandas as pd
 
 DTYPES = {"string": np.object_, "int64": np.int64, "float64": np.float64}
+
+
+def _pad(values: np.ndarray, width: int) -> np.ndarray:
+    """Right-pad [B, w] with 0 to [B, width]."""
+    return np.pad(values, ((0, 0), (0, width - values.shape[1]))) if values.shape[1] < width else values
 
 
 class RequestError(ValueError):
@@ -100,7 +108,7 @@ class RequestTransform:
             raw = columns[output["source"]]
             if output["kind"] == "list":
                 values = self._apply(output, np.take_along_axis(raw, model_index, axis=1))
-                out[output["name"]] = np.where(model_real, values, 0).astype(output["dtype"])
+                out[output["name"]] = _pad(np.where(model_real, values, 0).astype(output["dtype"]), self.model_events)
             else:
                 values = self._apply(output, raw[np.arange(rows), first][:, None])
                 out[output["name"]] = values.astype(output["dtype"])
@@ -111,7 +119,7 @@ class RequestTransform:
             else:
                 seen_index, seen_real = self._last(order, event_count, self.max_events)
                 codes = self._apply(item, np.take_along_axis(columns[item["source"]], seen_index, axis=1))
-                out[self.seen["name"]] = np.where(seen_real, codes, 0).astype(np.int64)
+                out[self.seen["name"]] = _pad(np.where(seen_real, codes, 0).astype(np.int64), self.max_events)
         return out
 
     @staticmethod
