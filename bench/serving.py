@@ -7,13 +7,17 @@ fitted workflow and the same model.pt, on one Triton (CPU), driven by perf_analy
 OUT/repo is our export (python runner), OUT/merlin_repo bench/merlin_reference's build on
 OUT/repo/hf4rec_model/1/model.pt. Each request is one held-out session of the run's dataset, sent whole
 (all its events but the last) to every step. Writes OUT/inputs/*.json (perf_analyzer
---input-data), OUT/serving.json, and prints the table and the ratios the targets are stated in.
+--input-data), OUT/serving.json, and prints the table, the ratios the targets are stated in, each
+step's server-side times and the CPU each process (perf_analyzer, tritonserver, every python
+stub) spent per request: on 2 shared cores that sum bounds the requests/s.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -63,6 +67,35 @@ def statistics(url: str) -> dict:
                                    "total": int(stats.get("success", {}).get("ns", 0)),
                                    **{phase: int(stats.get(phase, {}).get("ns", 0)) for phase in STATS}}
     return counters
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server and of each python stub it started,
+    by model, and of this process's finished children (perf_analyzer runs)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    found = {"perf_analyzer": usage.ru_utime + usage.ru_stime}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            arguments = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        parent, seconds = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        if int(proc.name) == server_pid:
+            found["tritonserver"] = seconds
+        elif parent == server_pid and len(arguments) > 1:  # a stub: argv[1] is REPO/MODEL/VERSION/model.py
+            found[f"stub {Path(arguments[1].decode()).parent.parent.name}"] = seconds
+    return found
+
+
+def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+    """CPU ms per request of each process that worked between two `cpu_seconds` snapshots."""
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    return {name: round(seconds / requests * 1e3, 3) for name, seconds in spent.items() if seconds > 0}
 
 
 def step_times(before: dict, after: dict) -> dict:
@@ -147,6 +180,11 @@ def render(report: dict) -> str:
         parts = ", ".join(f"{model} {t['total']:.2f} (queue {t['queue']:.2f}, infer {t['compute_infer']:.2f})"
                           for model, t in r["server"].items())
         lines.append(f"  {r['step']} c={r['concurrency']}: {parts}")
+    lines += ["", "CPU ms per request, by process (2 cores give 2,000 CPU ms per second to all of them):"]
+    for r in report["results"]:
+        spent = r["cpu_ms_per_request"]
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(spent.items(), key=lambda item: -item[1]))
+        lines.append(f"  {r['step']} c={r['concurrency']}: total {sum(spent.values()):.2f} = {parts}")
     return "\n".join(lines)
 
 
@@ -186,11 +224,13 @@ def main(argv=None) -> None:
         inputs = write_inputs(args.out / "inputs", url, spec, repo, sessions, reference)
         for concurrency in concurrencies:  # all steps at one concurrency close in time: their ratios compare
             for step, model in STEPS.items():
-                before = statistics(url)
+                before, cpu_before = statistics(url), cpu_seconds(server.process.pid)
                 measured = perf_analyzer(url, model, Path(inputs["paths"][step]),
                                          args.out / f"perf_{step}_{concurrency}.csv", args.requests, concurrency)
-                results.append({"step": step, "model": model, "concurrency": concurrency, **measured,
-                                "server": step_times(before, statistics(url))})
+                times = step_times(before, statistics(url))
+                results.append({"step": step, "model": model, "concurrency": concurrency, **measured, "server": times,
+                                "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_seconds(server.process.pid),
+                                                                      times[model]["requests"])})
                 print(f"{step} {model} c={concurrency}: {measured}", flush=True)
     report = {"run": str(args.run), "model_pt": str(model_pt), "requests_per_window": args.requests,
               "inputs": inputs, "results": results, "ratios": ratios(results), "targets": TARGETS}
