@@ -1,6 +1,7 @@
 """Raw events -> fitted NVTabular workflow + parquet splits with the Merlin schema.
 
     python -m training.prepare --dataset ml-1m|ml-100k|synthetic|PATH [--mapping FILE] --out DIR
+        [--dask-scheduler ADDRESS|local:N]
 
 Writes DIR (the contract every later stage reads; see `training.prepared`):
     prepared.json          what was prepared: dataset, view, split, columns, max length, counts
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import prepared, views
+from training import distributed, prepared, views
 from training.events import EventColumns, EventsError, check_continuous, read_event_file, validate_events
 from training.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
 
@@ -51,6 +52,7 @@ class PrepareArgs:
     session_gap_minutes: float = 30.0
     synthetic_events: int = 100_000
     seed: int = 0
+    dask_scheduler: str | None = None  # a Dask scheduler address, or local:N workers; None: this process
 
     @property
     def defaults(self) -> tuple[str, str, int]:
@@ -161,12 +163,13 @@ def run(args: PrepareArgs) -> dict:
         )
         boundaries = bucket_boundaries(per_split["train"], columns, args.buckets) if args.continuous == "bucketize" else None
         workflow = build_workflow(columns, options, staging / "fit", boundaries)
-        fit_workflow(workflow, per_split["train"])
+        with distributed.cluster(args.dask_scheduler) as partitions:  # 1: no cluster, this process
+            fit_workflow(workflow, distributed.by_sequence(per_split["train"], key, partitions))
+            outputs = {name: distributed.transform(workflow, frame, key, partitions) for name, frame in per_split.items()}
+            window_outputs = {w: distributed.transform(workflow, frame, key, partitions)
+                              for w, frame in (per_window or {}).items()}
         save_workflow(workflow, staging / prepared.WORKFLOW_DIR)
         shutil.rmtree(staging / "fit")
-
-        outputs = {name: workflow.transform(frame) for name, frame in per_split.items()}
-        window_outputs = {w: workflow.transform(frame) for w, frame in (per_window or {}).items()}
         schema = workflow.output_schema
         if view == "session-aware":
             schema = prepared.with_history_column(schema, columns)
@@ -205,6 +208,8 @@ def parse_args(argv: list[str] | None) -> PrepareArgs:
     parser.add_argument("--session-gap-minutes", type=float, default=30.0, help="inactivity that ends a session")
     parser.add_argument("--synthetic-events", type=int, default=100_000, help="events to generate for --dataset synthetic")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dask-scheduler", help="fit and transform on a Dask cluster: a scheduler address "
+                        "(tcp://HOST:8786) or local:N (N worker processes here); default: this process")
     return PrepareArgs(**vars(parser.parse_args(argv)))
 
 

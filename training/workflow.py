@@ -102,9 +102,12 @@ def build_workflow(
     return nvt.Workflow(sequences)
 
 
-def fit_workflow(workflow: nvt.Workflow, train_events: pd.DataFrame) -> nvt.Workflow:
-    """Fit statistics (categories, means) on the training split's events only."""
-    return workflow.fit(merlin.io.Dataset(train_events, cpu=True))
+def fit_workflow(workflow: nvt.Workflow, train_events: pd.DataFrame | merlin.io.Dataset) -> nvt.Workflow:
+    """Fit statistics (categories, means) on the training split's events only (a Dataset:
+    partitioned over a Dask cluster, `training.distributed`)."""
+    if isinstance(train_events, pd.DataFrame):
+        train_events = merlin.io.Dataset(train_events, cpu=True)
+    return workflow.fit(train_events)
 
 
 def save_workflow(workflow: nvt.Workflow, path: Path) -> None:

@@ -1,0 +1,51 @@
+"""`training.prepare --dask-scheduler`: on a real 2-worker Dask LocalCluster the prepared
+folder equals the single-process one (every split, every time window, the categories and
+the fitted statistics), and a bad scheduler argument is refused by name."""
+from __future__ import annotations
+
+import json
+
+import nvtabular as nvt
+import pandas as pd
+import pytest
+from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
+from training import distributed, prepare, prepared
+from training.events import EventsError
+
+
+def _schema(path):
+    return TensorflowMetadata.from_proto_text_file(str(path.parent), path.name).to_merlin_schema()
+
+
+def test_prepare_on_a_two_worker_dask_cluster_equals_the_single_process_run(tmp_path):
+    # the synthetic dataset: time split with windows, a continuous price (median, mean, std fitted), context
+    common = dict(dataset="synthetic", synthetic_events=20_000, max_length=12)
+    single = prepare.run(prepare.PrepareArgs(out=tmp_path / "single", **common))
+    spread = prepare.run(prepare.PrepareArgs(out=tmp_path / "dask", dask_scheduler="local:2", **common))
+
+    assert spread["counts"] == single["counts"]
+    files = sorted(p.relative_to(tmp_path / "single") for p in (tmp_path / "single").rglob("*") if p.is_file())
+    assert sorted(p.relative_to(tmp_path / "dask") for p in (tmp_path / "dask").rglob("*") if p.is_file()) == files
+    parquet = [f for f in files if f.suffix == ".parquet"]
+    assert any(f.parts[0] == prepared.WINDOWS_DIR for f in parquet) and any("categories" in f.parts for f in parquet)
+    for name in parquet:  # splits, windows, categories: the same rows in the same order
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask" / name), pd.read_parquet(tmp_path / "single" / name),
+                                      check_exact=True, obj=str(name))
+    for name in (f for f in files if f.name == "schema.pbtxt"):  # tags are sets: their order in the file varies
+        assert _schema(tmp_path / "dask" / name) == _schema(tmp_path / "single" / name), name
+
+    events, _, _ = prepare.raw_events(tmp_path / "single")
+    outputs = [nvt.Workflow.load(str(tmp_path / run / prepared.WORKFLOW_DIR)).transform(events) for run in ("single", "dask")]
+    pd.testing.assert_frame_equal(outputs[1], outputs[0], check_exact=True)  # the same fitted statistics
+    summary = json.loads((tmp_path / "dask" / "prepared.json").read_text())
+    assert summary["options"]["dask_scheduler"] == "local:2"
+
+
+@pytest.mark.parametrize("scheduler, named", [("local:0", "local:N"), ("tcp://127.0.0.1:9", "reachable scheduler")])
+def test_a_bad_dask_scheduler_is_refused_by_name(tmp_path, monkeypatch, scheduler, named):
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 2)
+    with pytest.raises(EventsError, match=f"--dask-scheduler.*{named}") as error:
+        prepare.run(prepare.PrepareArgs(dataset="synthetic", synthetic_events=2_000, out=tmp_path / "o", dask_scheduler=scheduler))
+    assert scheduler in str(error.value)
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.partial-*"))
