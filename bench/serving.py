@@ -14,7 +14,6 @@ stub) spent per request: on 2 shared cores that sum bounds the requests/s.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -110,23 +109,16 @@ def step_times(before: dict, after: dict) -> dict:
     return times
 
 
-def _entry(arrays: dict[str, np.ndarray]) -> dict:
-    """One request of one session ([1, ...] arrays) in perf_analyzer's format: shape without
-    the batch dimension, BYTES as strings."""
-    return {name: {"content": [v.decode() if isinstance(v, bytes) else v for v in values.reshape(-1).tolist()],
-                   "shape": list(values.shape[1:])} for name, values in arrays.items()}
-
-
 def write_inputs(folder: Path, url: str, spec, repo: Path, sessions, reference: dict) -> dict:
     """perf_analyzer --input-data for a, b, c (the same sessions), d and a_ascii (their ASCII-only subset)."""
     import tritonclient.grpc as grpcclient
 
     from bench.merlin_reference.perf_input import write_perf_input
-    from client.sessions import K as K_INPUT, session_batches
+    from client.sessions import K as K_INPUT
+    from export.samples import one_session_requests, perf_entry
 
     folder.mkdir(parents=True, exist_ok=True)
-    # one session per request, every event sent (the client would keep the last max_events): as merlin gets them
-    batches = session_batches(sessions, dataclasses.replace(spec, max_batch_size=1, max_events=spec.max_request_events), K)
+    batches = one_session_requests(sessions, spec, K)  # every event sent: as merlin gets them
     sys.path.insert(0, str(repo / STEPS["c"] / "1"))
     from compiled import RequestTransform
 
@@ -140,9 +132,9 @@ def write_inputs(folder: Path, url: str, spec, repo: Path, sessions, reference: 
     for batch in batches:
         raw = {name: values for name, values in batch.inputs.items() if name != K_INPUT}
         transformed = transform.transform({n: raw[n] for n in transform.inputs}, raw["event_count"])
-        entries["a"].append(_entry(batch.inputs))
-        entries["c"].append(_entry(raw))
-        entries["b"].append(_entry({name: transformed[name] for name in model_inputs}))
+        entries["a"].append(perf_entry(batch.inputs))
+        entries["c"].append(perf_entry(raw))
+        entries["b"].append(perf_entry({name: transformed[name] for name in model_inputs}))
     entries["a_ascii"] = [entry for batch, entry in zip(batches, entries["a"]) if batch.session_ids[0] in ascii_keys]
     for step, data in entries.items():
         paths[step].write_text(json.dumps({"data": data}))

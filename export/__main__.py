@@ -2,7 +2,7 @@
 
     python -m export --run RUN_DIR [--repo build/model_repository] [--name hf4rec] [--version N]
         [--max-batch-size 64] [--top-k 100] [--device cpu|gpu] [--torch-runtime libtorch|python]
-        [--exclude-seen | --no-exclude-seen]
+        [--exclude-seen | --no-exclude-seen] [--transform-instances N] [--model-instances N] [--topk-instances N]
 
 The layout and the ensemble's input/output contract: model_repository/README.md.
 """
@@ -25,17 +25,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", type=int, help="version to write (default: one above the highest)")
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, help="sessions per batch")
     parser.add_argument("--top-k", type=int, default=defaults.top_k, help="the largest k a request may ask for")
-    parser.add_argument("--device", choices=["cpu", "gpu"], default=defaults.device, help="where the model step runs")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default=defaults.device, help="where every step runs (KIND_CPU or KIND_GPU)")
     parser.add_argument("--torch-runtime", choices=["libtorch", "python"], default=defaults.torch_runtime,
                         help="libtorch backend (NGC tritonserver) or model.pt in the python backend (no libtorch backend here)")
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
                         help="never recommend the session's own items (default: the run's train.exclude_seen)")
+    for step in ("transform", "model", "topk"):
+        parser.add_argument(f"--{step}-instances", type=int, default=getattr(defaults, f"{step}_instances"),
+                            help=f"instances of the {step} step per server (instance_group count)")
     args = parser.parse_args(argv)
     if args.repo.resolve() == SOURCES:
         raise SystemExit(f"export: {SOURCES} holds the python model sources and is not a model repository "
                          f"(Triton would load every folder in it); use --repo {DEFAULT_REPO}")
     options = ExportOptions(name=args.name, version=args.version, max_batch_size=args.max_batch_size, top_k=args.top_k,
-                            device=args.device, torch_runtime=args.torch_runtime, exclude_seen=args.exclude_seen)
+                            device=args.device, torch_runtime=args.torch_runtime, exclude_seen=args.exclude_seen,
+                            transform_instances=args.transform_instances, model_instances=args.model_instances,
+                            topk_instances=args.topk_instances)
     try:
         result = export(args.run, args.repo, options)
     except (ExportError, FileNotFoundError) as error:

@@ -6,6 +6,7 @@ but `backend`: the runner reads the same thread parameters the libtorch backend 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 WIRE = {"string": "TYPE_STRING", "int64": "TYPE_INT64", "float64": "TYPE_FP64", "float32": "TYPE_FP32", "int32": "TYPE_INT32"}
@@ -35,7 +36,7 @@ def _parameters(values: dict[str, str]) -> str:
 
 
 def step_config(name: str, backend: str, max_batch_size: int, inputs: list[Tensor], outputs: list[Tensor],
-                kind: str = "KIND_CPU", parameters: dict[str, str] | None = None) -> str:
+                kind: str = "KIND_CPU", parameters: dict[str, str] | None = None, count: int = 1) -> str:
     return (
         f'name: "{name}"\n'
         f'backend: "{backend}"\n'
@@ -43,7 +44,7 @@ def step_config(name: str, backend: str, max_batch_size: int, inputs: list[Tenso
         "dynamic_batching { }\n"
         + _tensors("input", inputs)
         + _tensors("output", outputs)
-        + f"instance_group [ {{ count: 1 kind: {kind} }} ]\n"
+        + f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
         + f"version_policy: {{ latest: {{ num_versions: {KEEP_VERSIONS} }} }}\n"
         + _parameters(parameters or {})
     )
@@ -85,3 +86,15 @@ def ensemble_config(name: str, max_batch_size: int, inputs: list[Tensor], output
         + "ensemble_scheduling {\n  step [\n" + scheduling + "  ]\n}\n"
         + _parameters(parameters)
     )
+
+
+def read_config(text: str) -> tuple[dict, dict]:
+    """A config written here -> (metadata-like {"inputs": [{name, datatype}]}, {max_batch_size,
+    parameters}), the two dicts `client.sessions.RequestSpec.from_server` reads from a server."""
+    inputs_block = text[text.index("input [") : text.index("]\n", text.index("input ["))]
+    inputs = [{"name": name, "datatype": datatype} for name, datatype in
+              re.findall(r'name: "([^"]+)" data_type: (TYPE_\w+)', inputs_block)]
+    parameters = {key: {"string_value": value} for key, value in
+                  re.findall(r'parameters \{ key: "([^"]+)" value: \{ string_value: "([^"]*)" \} \}', text)}
+    return {"inputs": inputs}, {"max_batch_size": int(re.search(r"max_batch_size: (\d+)", text).group(1)),
+                                "parameters": parameters}

@@ -33,9 +33,13 @@ class ExportOptions:
     version: int | None = None  # None: one above the highest version in the repository
     max_batch_size: int = 64  # sessions per batch, per request and after dynamic batching
     top_k: int = 100  # the largest k a request may ask for
-    device: str = "cpu"  # cpu | gpu: where the model step runs (KIND_CPU / KIND_GPU)
+    device: str = "cpu"  # cpu | gpu: where every step's instances run (KIND_CPU / KIND_GPU)
     torch_runtime: str = "libtorch"  # libtorch (NGC tritonserver) | python (runs model.pt in the python backend)
     exclude_seen: bool | None = None  # drop the session's own items; None: the run's train.exclude_seen
+    # instances of each step (Triton's instance_group count): a replica's parallelism per step
+    transform_instances: int = 1
+    model_instances: int = 1
+    topk_instances: int = 1
 
 
 def _check(options: ExportOptions) -> None:
@@ -49,6 +53,9 @@ def _check(options: ExportOptions) -> None:
         raise ExportError(f"--device: expected cpu or gpu, got {options.device!r}")
     if options.torch_runtime not in configs.BACKENDS:
         raise ExportError(f"--torch-runtime: expected one of {list(configs.BACKENDS)}, got {options.torch_runtime!r}")
+    for step in ("transform", "model", "topk"):
+        if getattr(options, f"{step}_instances") < 1:
+            raise ExportError(f"--{step}-instances: expected >= 1, got {getattr(options, f'{step}_instances')}")
     if options.version is not None and options.version < 1:
         raise ExportError(f"--version: expected >= 1, got {options.version}")
     if options.device == "gpu" and not torch.cuda.is_available():
@@ -99,10 +106,13 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     texts = {
         # the python transform answers each request on its own, so sessions of any length share a batch
         names["transform"]: configs.step_config(names["transform"], "python", batch,
-                                                [replace(t, ragged=True) for t in [*raw, event_count]], [*model_inputs, *seen_items]),
+                                                [replace(t, ragged=True) for t in [*raw, event_count]], [*model_inputs, *seen_items],
+                                                kind, count=options.transform_instances),
         names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch, model_inputs,
-                                            [Tensor(OUTPUT, "float32", scores.dims)], kind, configs.model_parameters()),
-        names["topk"]: configs.step_config(names["topk"], "python", batch, [scores, *seen, k], ranked),
+                                            [Tensor(OUTPUT, "float32", scores.dims)], kind, configs.model_parameters(),
+                                            count=options.model_instances),
+        names["topk"]: configs.step_config(names["topk"], "python", batch, [scores, *seen, k], ranked, kind,
+                                           count=options.topk_instances),
         options.name: configs.ensemble_config(
             options.name, batch, [*raw, event_count, k],
             [Tensor("item_ids", item_dtype, (-1,)), Tensor("scores", "float32", (-1,))],

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import nvtabular as nvt
@@ -182,3 +183,44 @@ def test_export_refuses_a_changed_config_the_source_folder_and_a_missing_gpu(ml1
         with pytest.raises(ExportError, match="--device gpu: .*CUDA"):
             export(ml1m_run, tmp_path / "gpu", ExportOptions(device="gpu"))
     assert not json.loads((next((tmp_path / "repo" / "synth").glob("1")) / "export.json").read_text())["exclude_seen"]
+
+
+def test_instance_counts_per_step_and_held_out_samples_for_the_client_and_perf_analyzer(synthetic_runs, tmp_path):
+    repo, samples = tmp_path / "repo", tmp_path / "samples"
+    result = subprocess.run([PYTHON, "-m", "export", "--run", str(synthetic_runs[0]), "--repo", str(repo), "--name", "synth",
+                             "--torch-runtime", "python", "--transform-instances", "2", "--topk-instances", "3"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    counts = {step: (repo / f"synth_{step}" / "config.pbtxt").read_text() for step in ("transform", "model", "topk")}
+    assert {step: text.count("instance_group [ { count: ") for step, text in counts.items()} == dict.fromkeys(counts, 1)
+    assert [f"count: {n} kind: KIND_CPU" in counts[step] for step, n in (("transform", 2), ("model", 1), ("topk", 3))] == [True] * 3
+    with pytest.raises(ExportError, match="--model-instances: expected >= 1, got 0"):
+        export(synthetic_runs[0], tmp_path / "other", ExportOptions(**{**SYNTH, "model_instances": 0}))
+
+    made = subprocess.run([PYTHON, "-m", "export.samples", "--run", str(synthetic_runs[0]), "--repo", str(repo),
+                           "--name", "synth", "--sessions", "12", "--k", "4", "--out", str(samples)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    events = pd.read_csv(samples / "held_out_events.csv")
+    perf = json.loads((samples / "perf_input.json").read_text())["data"]
+    assert events["session_id"].nunique() == len(perf) >= 10 and not list(samples.glob(".*partial"))
+    assert [entry["event_count"]["content"] for entry in perf] == [[n] for n in events.groupby("session_id", sort=False).size()]
+    assert all(entry["k"]["content"] == [4] and entry["item_id"]["shape"] == entry["event_count"]["content"] for entry in perf)
+    with TritonServer(repo, log_path=tmp_path / "server.log") as server:
+        stubs = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == server.process.pid]
+        steps = sorted(Path((p / "cmdline").read_bytes().split(b"\0")[1].decode()).parent.parent.name for p in stubs)
+        assert steps == ["synth_model", *["synth_topk"] * 3, *["synth_transform"] * 2]
+        answer = subprocess.run([PYTHON, "-m", "client", "--url", server.grpc_url, "--input", str(samples / "held_out_events.csv"),
+                                 "--model", "synth", "--k", "4", "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert answer.returncode == 0, answer.stderr
+    expected = recommend(synthetic_runs[0], events, 4, exclude_seen=False)
+    assert {str(s): [a["item_id"] for a in items] for s, items in json.loads(answer.stdout).items()} == \
+        {str(s): [int(i) for i in ids] for s, (ids, _) in expected.items()}
+
+
+def _parent(proc: Path) -> int:
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return -1
+    return int(stat[stat.rindex(")") + 2:].split()[1])

@@ -1,0 +1,73 @@
+"""Held-out sessions of a run as inputs for the served ensemble: a client csv and perf_analyzer data.
+
+    python -m export.samples --run RUN_DIR --repo REPO [--name hf4rec] [--sessions 200] [--k 10] --out DIR
+
+Writes DIR/held_out_events.csv (raw events, each session without its last event: what
+`python -m client --input` reads) and DIR/perf_input.json (`perf_analyzer --input-data`: one
+session per request, every event sent, as the client would send it). The request layout is
+read from the exported ensemble's config, as the client reads it from a server.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from export.configs import read_config
+
+EVENTS_CSV, PERF_INPUT = "held_out_events.csv", "perf_input.json"
+
+
+def perf_entry(arrays: dict[str, np.ndarray]) -> dict:
+    """One request of one session ([1, ...] arrays) in perf_analyzer's format: shape without
+    the batch dimension, BYTES as strings."""
+    return {name: {"content": [v.decode() if isinstance(v, bytes) else v for v in values.reshape(-1).tolist()],
+                   "shape": list(values.shape[1:])} for name, values in arrays.items()}
+
+
+def request_spec(repo: Path, name: str):
+    from client.sessions import RequestSpec
+
+    return RequestSpec.from_server(*read_config((Path(repo) / name / "config.pbtxt").read_text()))
+
+
+def one_session_requests(sessions, spec, k: int) -> list:
+    """Request batches of one session each, every event of it sent (the server keeps the last ones)."""
+    from client.sessions import session_batches
+
+    return session_batches(sessions, dataclasses.replace(spec, max_batch_size=1, max_events=spec.max_request_events), k)
+
+
+def write_samples(run: Path, repo: Path, out: Path, name: str = "hf4rec", sessions: int = 200, k: int = 10) -> dict:
+    from training import run_dir
+    from training.prepare import raw_events
+    from training.views import held_out
+
+    spec = request_spec(repo, name)
+    events, _ = held_out(raw_events(run_dir.data_dir(run))[0], spec.sequence_key, spec.time_column, sessions, seed=0)
+    out.mkdir(parents=True, exist_ok=True)
+    requests = one_session_requests(events, spec, k)
+    for path, text in ((out / EVENTS_CSV, None), (out / PERF_INPUT, json.dumps({"data": [perf_entry(r.inputs) for r in requests]}))):
+        partial = path.with_name(f".{path.name}.partial")
+        events.to_csv(partial, index=False) if text is None else partial.write_text(text)
+        partial.rename(path)
+    return {"sessions": len(requests), "events": len(events), "csv": str(out / EVENTS_CSV), "perf_input": str(out / PERF_INPUT)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="the run directory the repository was exported from")
+    parser.add_argument("--repo", type=Path, required=True, help="the exported model repository")
+    parser.add_argument("--name", default="hf4rec", help="the ensemble's name in the repository")
+    parser.add_argument("--sessions", type=int, default=200, help="held-out sessions (one per request)")
+    parser.add_argument("--k", type=int, default=10, help="items each request asks for")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(write_samples(args.run, args.repo, args.out, args.name, args.sessions, args.k)))
+
+
+if __name__ == "__main__":
+    main()
