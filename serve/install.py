@@ -28,6 +28,7 @@ from serve.layout import TritonLayout
 PYTRITON_WHEEL = "nvidia-pytriton==0.7.0"
 PERF_ANALYZER_WHEEL = "tritonclient==2.51.0"
 SERVER_VERSION = "2.51.0"
+NGC_RELEASE = "24.10"  # nvcr.io/nvidia/tritonserver:24.10-py3 (containers/) holds this same server version
 
 
 def _download(requirement: str, dest: Path, extra: list[str]) -> Path:
