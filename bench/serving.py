@@ -28,6 +28,7 @@ NAME = "hf4rec"
 STEPS = {"a": NAME, "b": f"{NAME}_model", "c": f"{NAME}_transform", "d": "executor_model",  # d: merlin's entry point
          "a_ascii": NAME}  # the ensemble on d's sessions (merlin takes ASCII only; those run shorter)
 K = 10  # items a request asks the ensemble for
+TOP_K = 100  # the export's maximum k: model.pt returns this many best items
 STATS = ("queue", "compute_input", "compute_infer", "compute_output")  # Triton's per-model duration counters
 TARGETS = {"c_p50_ms_at_1": 1.0, "a_over_b_p50": 1.5, "a_over_d_throughput": 20.0}
 
@@ -200,9 +201,9 @@ def main(argv=None) -> None:
     repo, merlin_repo = args.out / "repo", args.out / "merlin_repo"
     for folder in (repo, merlin_repo):  # generated here: a rerun starts from version 1 again
         shutil.rmtree(folder, ignore_errors=True)
-    export(args.run, repo, ExportOptions(name=NAME, torch_runtime="python", max_batch_size=64, top_k=100))
+    export(args.run, repo, ExportOptions(name=NAME, torch_runtime="python", max_batch_size=64, top_k=TOP_K))
     model_pt = repo / STEPS["b"] / "1" / "model.pt"
-    reference = build_repository(args.run, model_pt, merlin_repo)  # the very same model.pt file
+    reference = build_repository(args.run, model_pt, merlin_repo, TOP_K)  # the very same model.pt file
     results = []
     with TritonServer(repo, log_path=args.out / "server.log",
                       extra_args=(f"--model-repository={merlin_repo.resolve()}",)) as server:

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="libtorch backend (NGC tritonserver) or model.pt in the python backend (no libtorch backend here)")
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
                         help="never recommend the session's own items (default: the run's train.exclude_seen)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=defaults.precision,
+                        help="the model step's weights and arithmetic (bf16/fp16: for GPUs; scores come out in fp32)")
     for step in ("transform", "model", "topk"):
         parser.add_argument(f"--{step}-instances", type=int, default=getattr(defaults, f"{step}_instances"),
                             help=f"instances of the {step} step per server (instance_group count)")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     options = ExportOptions(name=args.name, version=args.version, max_batch_size=args.max_batch_size, top_k=args.top_k,
                             device=args.device, torch_runtime=args.torch_runtime, exclude_seen=args.exclude_seen,
                             transform_instances=args.transform_instances, model_instances=args.model_instances,
-                            topk_instances=args.topk_instances)
+                            topk_instances=args.topk_instances, precision=args.precision)
     try:
         result = export(args.run, args.repo, options)
     except (ExportError, FileNotFoundError) as error:

@@ -20,8 +20,8 @@ import torch
 
 from export import configs
 from export.configs import Step, Tensor
-from export.torchscript import OUTPUT, ExportError, input_names, kept_events, trace
-from export.transform_spec import SEEN, compile_workflow
+from export.torchscript import OUTPUTS, PRECISIONS, SEEN, ExportError, input_names, kept_events, trace
+from export.transform_spec import compile_workflow
 
 SOURCES = Path(__file__).resolve().parent.parent / "model_repository"
 PAUSE_ENV = "HF4REC_EXPORT_PAUSE_S"  # tests: seconds to sleep between staging and publishing
@@ -36,6 +36,7 @@ class ExportOptions:
     device: str = "cpu"  # cpu | gpu: where every step's instances run (KIND_CPU / KIND_GPU)
     torch_runtime: str = "libtorch"  # libtorch (NGC tritonserver) | python (runs model.pt in the python backend)
     exclude_seen: bool | None = None  # drop the session's own items; None: the run's train.exclude_seen
+    precision: str = "fp32"  # the model step's weights and arithmetic: fp32 | bf16 | fp16 (scores out in fp32)
     # instances of each step (Triton's instance_group count): a replica's parallelism per step
     transform_instances: int = 1
     model_instances: int = 1
@@ -56,6 +57,8 @@ def _check(options: ExportOptions) -> None:
     for step in ("transform", "model", "topk"):
         if getattr(options, f"{step}_instances") < 1:
             raise ExportError(f"--{step}-instances: expected >= 1, got {getattr(options, f'{step}_instances')}")
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"--precision: expected one of {list(PRECISIONS)}, got {options.precision!r}")
     if options.version is not None and options.version < 1:
         raise ExportError(f"--version: expected >= 1, got {options.version}")
     if options.device == "gpu" and not torch.cuda.is_available():
@@ -85,7 +88,8 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
         raise ExportError(f"--top-k: expected at most the catalog's {spec.item_cardinality - codes['first_value']} items, got {options.top_k}")
     transform = compile_workflow(run / run_dir.DATA / prepared.WORKFLOW_DIR, input_names(model),
                                  {*spec.continuous, *spec.context_continuous}, kept_events(model), codes["oov"], exclude_seen)
-    traced = trace(model, "cuda" if options.device == "gpu" else "cpu")
+    seen_width = transform["max_events"] if transform["seen"] else None  # else the model's item list is the seen set
+    traced = trace(model, options.top_k, exclude_seen, seen_width, "cuda" if options.device == "gpu" else "cpu", options.precision)
 
     names = {step: f"{options.name}_{step}" for step in ("transform", "model", "topk")}
     existing = [v for folder in [repo / options.name, *(repo / n for n in names.values())] for v in _versions(folder)]
@@ -98,9 +102,8 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     model_inputs = [Tensor(o["name"], o["dtype"], (-1,) if o["kind"] == "list" else (1,)) for o in transform["outputs"]]
     item_column = next(o["source"] for o in transform["outputs"] if o["name"] == spec.item)
     item_dtype = next(i["dtype"] for i in transform["inputs"] if i["name"] == item_column)
-    scores = Tensor("scores", "float32", (spec.item_cardinality,))
-    seen = [Tensor("seen", "int64", (-1,))] if exclude_seen else []
-    seen_items = [Tensor(SEEN, "int64", (-1,))] if exclude_seen else []
+    best = [Tensor(OUTPUTS[0], "int64", (options.top_k,)), Tensor(OUTPUTS[1], "float32", (options.top_k,))]
+    seen_items = [Tensor(SEEN, "int64", (-1,))] if transform["seen"] else []
     ranked = [Tensor("item_ids", item_dtype, (-1,)), Tensor("item_scores", "float32", (-1,))]
     batch, kind = options.max_batch_size, "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     texts = {
@@ -108,17 +111,19 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
         names["transform"]: configs.step_config(names["transform"], "python", batch,
                                                 [replace(t, ragged=True) for t in [*raw, event_count]], [*model_inputs, *seen_items],
                                                 kind, count=options.transform_instances),
-        names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch, model_inputs,
-                                            [Tensor(OUTPUT, "float32", scores.dims)], kind, configs.model_parameters(),
+        names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch,
+                                            [*model_inputs, *seen_items], best, kind, configs.model_parameters(),
                                             count=options.model_instances),
-        names["topk"]: configs.step_config(names["topk"], "python", batch, [scores, *seen, k], ranked, kind,
+        names["topk"]: configs.step_config(names["topk"], "python", batch,
+                                           [replace(best[0], name="codes"), replace(best[1], name="scores"), k], ranked, kind,
                                            count=options.topk_instances),
         options.name: configs.ensemble_config(
             options.name, batch, [*raw, event_count, k],
             [Tensor("item_ids", item_dtype, (-1,)), Tensor("scores", "float32", (-1,))],
             [Step(names["transform"], {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in [*model_inputs, *seen_items]}),
-             Step(names["model"], {t.name: t.name for t in model_inputs}, {OUTPUT: "all_scores"}),
-             Step(names["topk"], {"scores": "all_scores", **({"seen": SEEN} if exclude_seen else {}), "k": "k"},
+             Step(names["model"], {t.name: t.name for t in [*model_inputs, *seen_items]},
+                  {OUTPUTS[0]: "best_codes", OUTPUTS[1]: "best_scores"}),
+             Step(names["topk"], {"codes": "best_codes", "scores": "best_scores", "k": "k"},
                   {"item_ids": "item_ids", "item_scores": "scores"})],
             {"sequence_key": transform["sequence_key"], "time_column": transform["time_column"],
              "item_column": item_column,
@@ -152,7 +157,7 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
         (topk_dir / "categories").mkdir()
         shutil.copy2(categories, topk_dir / "categories" / categories.name)
         (topk_dir / "topk.json").write_text(json.dumps({
-            "max_k": options.top_k, "exclude_seen": exclude_seen, "first_code": codes["first_value"],
+            "max_k": options.top_k, "first_code": codes["first_value"],
             "categories": f"categories/{categories.name}"}, indent=1) + "\n")
         manifest = {"run": str(run), "version": version, "options": asdict(options), "exclude_seen": exclude_seen,
                     "max_events": transform["max_events"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

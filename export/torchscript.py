@@ -1,6 +1,7 @@
-"""The trained model as TorchScript (`model.pt`): one argument per model input, scores out.
+"""The trained model as TorchScript (`model.pt`): model inputs in, the best items out.
 
-    forward(item_id_list, genres_list, ..., age_first, ...) -> scores [B, catalog] float32
+    forward(item_id_list, genres_list, ..., age_first, ..., [seen_items]) ->
+        (item_codes [B, max_k] int64, item_scores [B, max_k] float32), best first
 
 List inputs are [B, L] right-padded (0 = padding) with L <= the events the model keeps;
 context inputs are [B, 1]. Under those two promises `NextItemModel.next_item_scores` takes
@@ -9,7 +10,10 @@ holds for every batch size and width; `trace` checks that on other shapes before
 The transform step sends every session padded to the kept events (one shape, so requests
 batch); `trim_padding`, a script function the trace calls, first cuts the padding columns
 all rows share, so a short session costs what its length costs.
-Special codes (pad, null, OOV) score -inf, as offline.
+The top-k runs here, where the scores are (on the GPU: no [B, catalog] matrix leaves it):
+special codes (pad, null, OOV) score -inf, as offline; with exclude_seen the session's items
+too (`seen_items` [B, S] when the workflow keeps more events than the model reads, else the
+item list itself); `best_items` orders by score, ties to the lower code, as offline ranking.
 """
 from __future__ import annotations
 
@@ -20,7 +24,10 @@ from torch import nn
 
 from training.model import FIRST_ITEM_CODE, NextItemModel
 
-OUTPUT = "scores__0"  # the libtorch backend names outputs <name>__<index>
+OUTPUTS = ("item_codes__0", "item_scores__1")  # the libtorch backend names outputs <name>__<index>
+SEEN = "seen_items"  # the extra input when the seen items are more than the model's events
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TOLERANCES = {"fp32": 1e-5, "bf16": 3e-2, "fp16": 5e-3}  # traced vs eager scores, by the precision's rounding
 
 
 class ExportError(ValueError):
@@ -44,19 +51,42 @@ def trim_padding(item: torch.Tensor, lists: list[torch.Tensor]) -> list[torch.Te
     return [values[:, :width] for values in lists]
 
 
+@torch.jit.script
+def best_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best codes of each row and their scores, best first; equal scores go to the lower
+    code (what a stable full sort gives), also at the k-th place."""
+    values, codes = torch.topk(scores, k, dim=1)
+    kth = values[:, k - 1 : k]
+    if bool(((scores == kth).sum(1) != (values == kth).sum(1)).any()):  # a tie at the k-th place left some out
+        tied = scores == kth
+        room = k - (scores > kth).sum(1, keepdim=True)
+        chosen = (scores > kth) | (tied & (torch.cumsum(tied.int(), dim=1) <= room))
+        codes = torch.nonzero(chosen)[:, 1].reshape(-1, k)
+    codes, _ = torch.sort(codes, dim=1)
+    values, order = torch.sort(torch.gather(scores, 1, codes), dim=1, descending=True, stable=True)
+    return torch.gather(codes, 1, order), values
+
+
 class _Serving(nn.Module):
-    def __init__(self, model: NextItemModel):
+    def __init__(self, model: NextItemModel, max_k: int, exclude_seen: bool, seen_input: bool, dtype: torch.dtype):
         super().__init__()
         self.model = model
         self.names = input_names(model)
         self.lists = set(model.spec.list_columns)
+        self.floats = {*model.spec.continuous, *model.spec.context_continuous}
+        self.max_k, self.exclude_seen, self.seen_input, self.dtype = max_k, exclude_seen, seen_input, dtype
 
-    def scores(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def scores(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, seen = (inputs[:-1], inputs[-1]) if self.seen_input else (inputs, None)
+        item = features[self.names.index(self.model.spec.item)]
         lists = [name for name in self.names if name in self.lists]
-        trimmed = dict(zip(lists, trim_padding(inputs[self.names.index(self.model.spec.item)],
-                                               [value for name, value in zip(self.names, inputs) if name in self.lists])))
-        batch = {name: trimmed[name] if name in self.lists else value.reshape(-1) for name, value in zip(self.names, inputs)}
-        return self.model.next_item_scores(batch).float()
+        trimmed = dict(zip(lists, trim_padding(item, [value for name, value in zip(self.names, features) if name in self.lists])))
+        batch = {name: trimmed[name] if name in self.lists else value.reshape(-1) for name, value in zip(self.names, features)}
+        batch = {name: value.to(self.dtype) if name in self.floats else value for name, value in batch.items()}
+        scores = self.model.next_item_scores(batch).float()
+        if self.exclude_seen:
+            scores = scores.scatter(1, item if seen is None else seen, float("-inf"))  # padding: code 0, already -inf
+        return best_items(scores, self.max_k)
 
 
 def _serving_class(names: list[str]) -> type:
@@ -72,9 +102,9 @@ def _serving_class(names: list[str]) -> type:
 
 
 def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Generator, device="cpu",
-                   width: int | None = None) -> tuple:
+                   width: int | None = None, seen_width: int | None = None) -> tuple:
     """Random inputs with the given real lengths, right-padded to `width` (default: the longest)
-    (valid codes, finite values)."""
+    (valid codes, finite values); with `seen_width`, seen items [B, seen_width] last."""
     spec = model.spec
     width = width or max(lengths)
     real = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
@@ -92,27 +122,39 @@ def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Ge
         inputs.append(torch.randint(0, spec.context_categorical[name], (batch, 1), generator=generator))
     for name in spec.context_continuous:
         inputs.append(torch.randn(batch, 1, generator=generator))
+    if seen_width:
+        seen = torch.randint(FIRST_ITEM_CODE, spec.item_cardinality, (batch, seen_width), generator=generator)
+        inputs.append(torch.where(torch.arange(seen_width)[None, :] < torch.tensor(lengths)[:, None], seen, 0))
     return tuple(value.to(device) for value in inputs)
 
 
-def trace(model: NextItemModel, device: str = "cpu") -> torch.jit.ScriptModule:
+def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int | None = None, device: str = "cpu",
+          precision: str = "fp32") -> torch.jit.ScriptModule:
     """Trace the serving forward on a small example and check it against eager on other
-    batch sizes and widths (up to the kept events)."""
-    model = model.eval().to(device)
-    serving = _serving_class(input_names(model))(model).eval()
+    batch sizes and widths (up to the kept events). `seen_width`: the seen items come as an
+    extra input that wide (exclude_seen, when the workflow keeps more events than the model)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    model = model.eval().to(device=device, dtype=PRECISIONS[precision])
+    seen_input = bool(exclude_seen and seen_width)
+    names = input_names(model) + ([SEEN] if seen_input else [])
+    serving = _serving_class(names)(model, max_k, exclude_seen, seen_input, PRECISIONS[precision]).eval()
     generator = torch.Generator().manual_seed(0)
     kept = kept_events(model)
-    example = example_inputs(model, [min(5, kept), min(3, kept)], generator, device, width=kept)
+    seen = seen_width if seen_input else None
+    example = example_inputs(model, [min(5, kept), min(3, kept)], generator, device, width=kept, seen_width=seen)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(serving, example, check_trace=False)
     for lengths, width in (([1], None), ([kept, 1, 2], None), ([min(7, kept)] * 9, None), ([kept] * 2, None),
                            ([1], kept), ([min(4, kept), 2, 1], kept)):  # as the transform step sends them
-        inputs = example_inputs(model, lengths, generator, device, width)
+        inputs = example_inputs(model, lengths, generator, device, width, seen)
         with torch.no_grad():
-            expected, got = serving(*inputs), traced(*inputs)
-        if not (torch.equal(expected.isinf(), got.isinf()) and
-                torch.allclose(expected.nan_to_num(0, 0, 0), got.nan_to_num(0, 0, 0), atol=1e-5, rtol=1e-5)):
+            (want_codes, want_scores), (codes, scores) = serving(*inputs), traced(*inputs)
+        # fp32: the same items; bf16/fp16 kernels round differently, so near-ties may swap: scores must agree
+        tolerance = TOLERANCES[precision]
+        if not ((precision != "fp32" or torch.equal(want_codes, codes)) and torch.equal(want_scores.isinf(), scores.isinf()) and
+                torch.allclose(want_scores.nan_to_num(0, 0, 0), scores.nan_to_num(0, 0, 0), atol=tolerance, rtol=tolerance)):
             raise ExportError(f"traced model differs from the eager model on sessions of lengths {lengths}; "
                               f"{model.config.architecture} does not trace over variable shapes")
     return traced

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.torchscript import ExportError
+from export.torchscript import SEEN, ExportError
 
 _PASS_THROUGH = {"SelectionOp", "AddTags", "AddProperties", "ConcatColumns", "AddMetadata"}
 MAX_REQUEST_EVENTS = 100_000  # events of one session in one request; more is INVALID_ARG
@@ -54,14 +54,13 @@ def _steps(op, column: str, categories_dir: Path) -> list[dict]:
     raise ExportError(f"column {column!r}: workflow op {kind} has no compiled serving form")
 
 
-SEEN = "seen_items"  # the transform's extra output for the top-k step's seen-item filter
-
 
 def compile_workflow(workflow_dir: Path, model_inputs: list[str], continuous: set[str], kept_events: int, oov_code: int,
                      seen_items: bool = False) -> dict:
     """`model_inputs`: the model's input columns (prepared names, the item list first);
     `continuous`: those that are float features; `kept_events`: events per session the model
-    reads; `seen_items`: also output the codes of the items the workflow keeps (SEEN)."""
+    reads; `seen_items`: the model leaves out the session's items, so when the workflow keeps
+    more events than the model reads, also output the codes of all its items (SEEN)."""
     import nvtabular as nvt
     from merlin.dag import postorder_iter_nodes
 
@@ -105,7 +104,7 @@ def compile_workflow(workflow_dir: Path, model_inputs: list[str], continuous: se
         "time_column": time_column,
         "max_events": grouping.max_length,
         "model_events": min(grouping.max_length, kept_events),
-        "seen": {"name": SEEN, "source": outputs[0]["source"]} if seen_items else None,
+        "seen": {"name": SEEN, "source": outputs[0]["source"]} if seen_items and kept_events < grouping.max_length else None,
         "max_request_events": MAX_REQUEST_EVENTS,
         "oov_code": oov_code,
         "inputs": [{"name": column, "dtype": _raw_dtype(np.dtype(dtypes[column]), column, column in float_sources)}

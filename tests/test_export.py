@@ -19,7 +19,7 @@ import torch
 
 from client.recommender import RecommenderClient
 from export.repository import PAUSE_ENV, ExportError, ExportOptions, export
-from export.transform_spec import SEEN
+from export.torchscript import SEEN
 from serve.server import TritonServer
 from tests.conftest import PYTHON, ROOT
 from training import run_dir
@@ -113,25 +113,61 @@ def test_libtorch_and_python_model_steps_differ_only_in_the_backend_line(ml1m_ru
     assert 'parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }' in libtorch
 
 
-def test_model_pt_scores_a_session_the_same_alone_padded_or_batched_with_longer_ones(ml1m_run, tmp_path):
+def test_model_pt_ranks_a_session_the_same_alone_padded_or_batched_with_longer_ones(ml1m_run, tmp_path):
     """The transform pads every session to the kept events so requests batch; model.pt trims
-    the padding all rows share, and a row's scores never depend on its neighbours' lengths."""
-    export(ml1m_run, tmp_path / "repo", ExportOptions(name="ml1m", torch_runtime="python"))
+    the padding all rows share, and a row's best items never depend on its neighbours' lengths."""
+    export(ml1m_run, tmp_path / "repo", ExportOptions(name="ml1m", torch_runtime="python", top_k=30))
     scripted = torch.jit.load(str(tmp_path / "repo" / "ml1m_model" / "1" / "model.pt"))
+    spec = json.loads((tmp_path / "repo" / "ml1m_transform" / "1" / "transform.json").read_text())
+    assert spec["seen"], "ml1m_run keeps 50 of the workflow's 200 events: the seen items come as their own input"
     model, _ = run_dir.load_model(ml1m_run)
     from export.torchscript import example_inputs, kept_events
 
     kept = kept_events(model)
     lengths = [3, 1, kept, 17]
-    batch = example_inputs(model, lengths, torch.Generator().manual_seed(3), width=kept)
+    batch = example_inputs(model, lengths, torch.Generator().manual_seed(3), width=kept, seen_width=spec["max_events"])
     with torch.no_grad():
-        together = scripted(*batch)
+        codes, scores = scripted(*batch)
+        assert codes.shape == scores.shape == (4, 30) and codes.dtype == torch.int64 and scores.dtype == torch.float32
         for row, length in enumerate(lengths):
             row_inputs = [value[row: row + 1] for value in batch]
             tight = [value[:, :length] if value.shape[1] == kept else value for value in row_inputs]
-            for alone in (scripted(*row_inputs), scripted(*tight)):
-                torch.testing.assert_close(alone, together[row: row + 1], atol=1e-5, rtol=1e-5)
-                assert torch.equal(alone.isinf(), together[row: row + 1].isinf())
+            for alone_codes, alone_scores in (scripted(*row_inputs), scripted(*tight)):
+                assert torch.equal(alone_codes, codes[row: row + 1])
+                torch.testing.assert_close(alone_scores, scores[row: row + 1], atol=1e-5, rtol=1e-5)
+            assert not set(alone_codes[0].tolist()) & set(batch[-1][row].tolist()), "a seen item was recommended"
+
+
+def test_best_items_breaks_ties_to_the_lower_code_as_a_stable_full_sort_does():
+    from export.torchscript import best_items
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (64, 50), generator=generator).float()  # many ties, also at the k-th place
+    scores[:, :3] = float("-inf")
+    scores[5, 3:] = float("-inf")  # a row with fewer finite scores than k: -inf ties fill it, lowest codes first
+    for k in (1, 7, 20):
+        codes, values = best_items(scores, k)
+        order = torch.sort(-scores, dim=1, stable=True).indices[:, :k]  # best first, ties: lower code
+        assert torch.equal(codes, order) and torch.equal(values, torch.gather(scores, 1, order)), k
+
+
+def test_a_bf16_model_step_ranks_like_the_fp32_one(ml1m_run, tmp_path):
+    export(ml1m_run, tmp_path / "fp32", ExportOptions(name="ml1m", torch_runtime="python", top_k=20))
+    export(ml1m_run, tmp_path / "bf16", ExportOptions(name="ml1m", torch_runtime="python", top_k=20, precision="bf16"))
+    models = {p: torch.jit.load(str(tmp_path / p / "ml1m_model" / "1" / "model.pt")) for p in ("fp32", "bf16")}
+    assert {t.dtype for t in models["bf16"].parameters() if t.is_floating_point()} == {torch.bfloat16}
+    model, _ = run_dir.load_model(ml1m_run)
+    from export.torchscript import example_inputs, kept_events
+
+    inputs = example_inputs(model, [20, 5, 40, 1] * 8, torch.Generator().manual_seed(1), width=kept_events(model), seen_width=200)
+    with torch.no_grad():
+        (codes32, scores32), (codes16, scores16) = models["fp32"](*inputs), models["bf16"](*inputs)
+    overlap = np.mean([len(set(a[:10].tolist()) & set(b[:10].tolist())) / 10 for a, b in zip(codes32, codes16)])
+    assert overlap >= 0.8, f"bf16 keeps {overlap:.0%} of the fp32 top 10"
+    assert torch.allclose(scores16[:, 0], scores32[:, 0], atol=0.1, rtol=0.05)
+    differing = [a for a, b in zip((tmp_path / "fp32" / "ml1m_model" / "config.pbtxt").read_text().splitlines(),
+                                   (tmp_path / "bf16" / "ml1m_model" / "config.pbtxt").read_text().splitlines()) if a != b]
+    assert differing == [], "precision lives in model.pt, not in the step's config"
 
 
 def _staged_export(repo) -> list:

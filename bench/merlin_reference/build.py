@@ -9,7 +9,7 @@ workflow_model on the run's fitted workflow) and `1_predictpytorchtriton`. The o
 made here: the PyTorch step, exported for the libtorch backend (absent on this machine), is
 switched to the python backend running the same model.pt through `runner_model.py`.
 
-    PYTHONPATH=. .venv/bin/python -m bench.merlin_reference.build RUN MODEL_PT REPO
+    PYTHONPATH=. .venv/bin/python -m bench.merlin_reference.build RUN MODEL_PT REPO MAX_K
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from training import prepared
 from training import run_dir as runs
 
 EXECUTOR = "executor_model"  # merlin-systems' default name for the entry point
-SCORES = "scores"  # the ensemble's output: next-item scores [B, catalog]
+OUTPUTS = ("item_codes", "item_scores")  # the ensemble's outputs: model.pt's best codes and scores [B, max_k]
 RUNNER_SOURCE = Path(__file__).with_name("runner_model.py")
 _TRITON_DTYPES = {"TYPE_STRING": "BYTES"}  # config names -> the names clients and perf_analyzer use
 
@@ -52,10 +52,11 @@ def _switch_to_python_runner(step: Path, model_pt: Path) -> None:
         shutil.copyfile(RUNNER_SOURCE, version / "model.py")
 
 
-def build_repository(run_dir: Path, model_pt: Path, repo: Path) -> dict:
-    """Export merlin-systems' ensemble for the run's fitted workflow and model.pt into `repo`
-    (a new or empty folder). Returns what a request needs: {"model_name", "inputs" (name ->
-    Triton dtype, e.g. BYTES / INT64), "output", "sequence_key", "catalog"}."""
+def build_repository(run_dir: Path, model_pt: Path, repo: Path, max_k: int) -> dict:
+    """Export merlin-systems' ensemble for the run's fitted workflow and model.pt (which returns
+    its `max_k` best item codes and their scores) into `repo` (a new or empty folder). Returns
+    what a request needs: {"model_name", "inputs" (name -> Triton dtype, e.g. BYTES / INT64),
+    "outputs", "sequence_key", "catalog"}."""
     import nvtabular as nvt
     import torch
     from merlin.schema import ColumnSchema, Schema
@@ -79,11 +80,12 @@ def build_repository(run_dir: Path, model_pt: Path, repo: Path) -> dict:
     if unknown:
         raise MerlinReferenceError(f"{model_pt} reads {unknown}; the workflow of {run_dir} produces {produced}")
     model_inputs = workflow.output_schema.select_by_name(arguments)
-    scores = Schema([ColumnSchema(SCORES, dtype="float32", dims=(None, summary["item_cardinality"]))])
+    best = Schema([ColumnSchema(OUTPUTS[0], dtype="int64", dims=(None, max_k)),
+                   ColumnSchema(OUTPUTS[1], dtype="float32", dims=(None, max_k))])
 
     graph = (workflow.input_schema.column_names
              >> TransformWorkflow(workflow)
-             >> PredictPyTorch(model, model_inputs, scores))
+             >> PredictPyTorch(model, model_inputs, best))
     executor_config, step_configs = Ensemble(graph, workflow.input_schema).export(str(repo), name=EXECUTOR)
     pytorch_steps = [c.name for c in step_configs if c.platform == "pytorch_libtorch"]
     if len(pytorch_steps) != 1:
@@ -99,11 +101,11 @@ def build_repository(run_dir: Path, model_pt: Path, repo: Path) -> dict:
     return {
         "model_name": executor_config.name,
         "inputs": {tensor.name: dtype(tensor.data_type) for tensor in executor_config.input},
-        "output": SCORES,
+        "outputs": list(OUTPUTS),
         "sequence_key": summary["sequence_key"],
         "catalog": summary["item_cardinality"],
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(build_repository(*map(Path, sys.argv[1:4])), indent=1))
+    print(json.dumps(build_repository(*map(Path, sys.argv[1:4]), int(sys.argv[4])), indent=1))

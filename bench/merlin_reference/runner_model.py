@@ -50,7 +50,7 @@ class TritonPythonModel:
         if missing:
             raise pb_utils.TritonModelException(
                 f"model.pt reads {missing}, which config.pbtxt does not declare (declared: {sorted(declared)})")
-        self.output = config["output"][0]["name"]
+        self.outputs = [tensor["name"] for tensor in config["output"]]  # model.pt returns them in this order
 
     def _argument(self, request, name: str) -> torch.Tensor:
         if name in self.ragged:
@@ -65,8 +65,9 @@ class TritonPythonModel:
             try:
                 inputs = [self._argument(request, name) for name in self.arguments]
                 with torch.inference_mode():
-                    scores = self.model(*inputs)
-                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output, scores.numpy())]))
+                    results = self.model(*inputs)
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(name, result.numpy())
+                                                             for name, result in zip(self.outputs, results)]))
             except Exception as error:  # one bad request must not take the model down
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(error).__name__}: {error}")))
         return responses

@@ -27,7 +27,7 @@ from training.views import held_out
 TOLERANCE = 1e-4
 
 
-def served_scores(url: str, reference: dict, session: pd.DataFrame) -> np.ndarray:
+def served_best(url: str, reference: dict, session: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     import tritonclient.grpc as grpcclient
 
     inputs = []
@@ -38,11 +38,13 @@ def served_scores(url: str, reference: dict, session: pd.DataFrame) -> np.ndarra
         tensor.set_data_from_numpy(values)
         inputs.append(tensor)
     client = grpcclient.InferenceServerClient(url)
-    result = client.infer(reference["model_name"], inputs, outputs=[grpcclient.InferRequestedOutput(reference["output"])])
-    return result.as_numpy(reference["output"])
+    result = client.infer(reference["model_name"], inputs, outputs=[grpcclient.InferRequestedOutput(name)
+                                                                     for name in reference["outputs"]])
+    return tuple(result.as_numpy(name) for name in reference["outputs"])
 
 
 def compare(expected: np.ndarray, got: np.ndarray) -> float:
+    """Scores of the same items: equal -inf entries, finite ones within TOLERANCE."""
     if expected.shape != got.shape:
         raise AssertionError(f"scores: expected shape {expected.shape}, got {got.shape}")
     if not np.array_equal(np.isinf(expected), np.isinf(got)):
@@ -62,6 +64,7 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, required=True, help="a new folder for model.pt, the repository, logs")
     parser.add_argument("--model-pt", type=Path, help="default: the one `export` writes (into WORK/hf4rec_repo)")
     parser.add_argument("--user", default="1m_1", help="an ML-1M user whose strings are ASCII (see README.md)")
+    parser.add_argument("--max-k", type=int, default=100, help="best items model.pt returns (export's --top-k)")
     args = parser.parse_args(argv)
 
     from serve.server import TritonServer
@@ -71,21 +74,26 @@ def main(argv=None) -> None:
     if model_pt is None:
         from export.repository import ExportOptions, export
 
-        exported = export(args.run, args.work / "hf4rec_repo", ExportOptions(torch_runtime="python"))
+        exported = export(args.run, args.work / "hf4rec_repo", ExportOptions(torch_runtime="python", top_k=args.max_k))
         model_pt = Path(exported["repo"]) / f"{exported['name']}_model" / str(exported["version"]) / "model.pt"
-    reference = build_repository(args.run, model_pt, args.work / "repo")
+    reference = build_repository(args.run, model_pt, args.work / "repo", args.max_k)
     all_events, columns, key = raw_events(runs.data_dir(args.run))
     events, _ = held_out(all_events, key, columns.time)
     session = events[events[key] == args.user]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = score_events(args.run, session)[1]
+        _, scores, seen = score_events(args.run, session)
+    if runs.load_config(args.run).train.exclude_seen:  # what export does by default
+        np.put_along_axis(scores, seen, -np.inf, axis=1)
+    expected_codes = np.argsort(-scores, axis=1, kind="stable")[:, : args.max_k]  # ties: the lower code first
     report = {"user": args.user, "events": len(session)}
     with TritonServer(args.work / "repo", log_path=args.work / "server.log") as server:
         started = time.perf_counter()
-        got = served_scores(server.grpc_url, reference, session)
+        codes, got = served_best(server.grpc_url, reference, session)
         report["first_request_s"] = round(time.perf_counter() - started, 3)
-        report["max_abs_difference"] = compare(expected, got)
+    if not np.array_equal(codes, expected_codes):
+        raise AssertionError(f"best items: expected codes {expected_codes[0, :10].tolist()}..., got {codes[0, :10].tolist()}...")
+    report["max_abs_difference"] = compare(np.take_along_axis(scores, expected_codes, axis=1), got)
     print(json.dumps(report, indent=1))
 
 

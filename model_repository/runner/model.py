@@ -1,5 +1,6 @@
 """Triton python model: runs the exported TorchScript `model.pt` (the `--torch-runtime
-python` variant of the model step; same inputs, outputs and parameters as the libtorch one).
+python` variant of the model step; same inputs, outputs and parameters as the libtorch one:
+model.pt returns one tensor per config output, in config order).
 
 Requests of one dynamic batch that share a width are concatenated and run as one forward,
 as the libtorch backend batches same-shaped requests. Torch threads come from the config's
@@ -24,7 +25,7 @@ class TritonPythonModel:
         folder = os.path.join(args["model_repository"], args["model_version"])
         self.model = torch.jit.load(os.path.join(folder, "model.pt"), map_location=self.device).eval()
         self.inputs = [item["name"] for item in config["input"]]
-        self.output = config["output"][0]["name"]
+        self.outputs = [item["name"] for item in config["output"]]
 
     def execute(self, requests):
         arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs] for r in requests]
@@ -36,10 +37,11 @@ class TritonPythonModel:
             batch = [torch.from_numpy(np.concatenate([arrays[i][j] for i in group])).to(self.device)
                      for j in range(len(self.inputs))]
             with torch.inference_mode():
-                scores = self.model(*batch).cpu().numpy()
+                results = [result.cpu().numpy() for result in self.model(*batch)]
             start = 0
             for i in group:
                 rows = arrays[i][0].shape[0]
-                responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(self.output, scores[start:start + rows])])
+                responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(name, result[start:start + rows])
+                                                           for name, result in zip(self.outputs, results)])
                 start += rows
         return responses

@@ -1,4 +1,4 @@
-"""Triton python model: the top-k step (scores over the catalog -> original item ids + scores)."""
+"""Triton python model: the top-k step (the model's best item codes -> the k best original item ids + scores)."""
 import os
 import sys
 
@@ -17,11 +17,11 @@ class TritonPythonModel:
         return [self._answer(request) for request in requests]
 
     def _answer(self, request):
+        codes = pb_utils.get_input_tensor_by_name(request, "codes").as_numpy()
         scores = pb_utils.get_input_tensor_by_name(request, "scores").as_numpy()
         k = pb_utils.get_input_tensor_by_name(request, "k").as_numpy()
-        seen = pb_utils.get_input_tensor_by_name(request, "seen")
         try:
-            ids, top_scores = self.ranking.top(scores, k, None if seen is None else seen.as_numpy())
+            ids, top_scores = self.ranking.top(codes, scores, k)
         except RankingError as error:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))
         return pb_utils.InferenceResponse([pb_utils.Tensor("item_ids", ids), pb_utils.Tensor("item_scores", top_scores)])

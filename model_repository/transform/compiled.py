@@ -4,8 +4,8 @@
 fitted workflow) and the workflow's category files. `transform(columns, event_count)` takes
 one request: every raw column [B, W] right-padded, `event_count` [B] real events per row.
 Per session, as `workflow.transform` does: events sorted by time (stable), context values
-from the earliest event, the last `model_events` events kept (and, for the top-k step's
-seen-item filter, the codes of the last `max_events` items), categories looked up (unknown
+from the earliest event, the last `model_events` events kept (and, for the model's seen-item
+filter when it reads fewer, the codes of the last `max_events` items), categories looked up (unknown
 -> OOV code, codes from the files' index), missing continuous values -> training median,
 log1p / z-score / buckets; list outputs right-padded with 0 to a fixed width
 (`model_events`; seen items `max_events`), whatever the request's length: the model step's
@@ -112,14 +112,11 @@ class RequestTransform:
             else:
                 values = self._apply(output, raw[np.arange(rows), first][:, None])
                 out[output["name"]] = values.astype(output["dtype"])
-        if self.seen:  # the session's items the top-k step leaves out: as many as the workflow keeps
+        if self.seen:  # the session's items the model leaves out: all the workflow keeps, more than it reads
             item = next(o for o in self.outputs if o["source"] == self.seen["source"] and o["kind"] == "list")
-            if self.model_events == self.max_events:  # the model reads them all: its codes are the seen items
-                out[self.seen["name"]] = out[item["name"]]
-            else:
-                seen_index, seen_real = self._last(order, event_count, self.max_events)
-                codes = self._apply(item, np.take_along_axis(columns[item["source"]], seen_index, axis=1))
-                out[self.seen["name"]] = _pad(np.where(seen_real, codes, 0).astype(np.int64), self.max_events)
+            seen_index, seen_real = self._last(order, event_count, self.max_events)
+            codes = self._apply(item, np.take_along_axis(columns[item["source"]], seen_index, axis=1))
+            out[self.seen["name"]] = _pad(np.where(seen_real, codes, 0).astype(np.int64), self.max_events)
         return out
 
     @staticmethod
