@@ -52,10 +52,31 @@ def trim_padding(item: torch.Tensor, lists: list[torch.Tensor]) -> list[torch.Te
 
 
 @torch.jit.script
-def best_items(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_candidates(scores: torch.Tensor, k: int, chunk: int = 32768) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.topk(scores, k) (values best first, codes), in two stages for catalogs over two
+    chunks: every chunk's k best, then the k best of those (many short top-k's run in parallel
+    on a GPU, where one top-k over a long row does not). No host synchronisation: CUDA graphs
+    can capture it. Which of equal scores it keeps is arbitrary; `best_items` settles that."""
+    rows, items = scores.shape[0], scores.shape[1]
+    if items <= 2 * chunk or k > chunk:
+        return torch.topk(scores, k, dim=1)
+    whole = items // chunk
+    values, codes = torch.topk(scores[:, : whole * chunk].reshape(rows, whole, chunk), k, dim=2)
+    codes = codes + (torch.arange(whole, device=scores.device) * chunk).view(1, whole, 1)
+    values, codes = [values.reshape(rows, whole * k)], [codes.reshape(rows, whole * k)]
+    if items > whole * chunk:
+        tail_values, tail_codes = torch.topk(scores[:, whole * chunk :], min(k, items - whole * chunk), dim=1)
+        values.append(tail_values)
+        codes.append(tail_codes + whole * chunk)
+    values, picked = torch.topk(torch.cat(values, dim=1), k, dim=1)
+    return values, torch.gather(torch.cat(codes, dim=1), 1, picked)
+
+
+@torch.jit.script
+def best_items(scores: torch.Tensor, k: int, chunk: int = 32768) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best codes of each row and their scores, best first; equal scores go to the lower
     code (what a stable full sort gives), also at the k-th place."""
-    values, codes = torch.topk(scores, k, dim=1)
+    values, codes = top_candidates(scores, k, chunk)
     kth = values[:, k - 1 : k]
     if bool(((scores == kth).sum(1) != (values == kth).sum(1)).any()):  # a tie at the k-th place left some out
         tied = scores == kth

@@ -145,10 +145,13 @@ def test_best_items_breaks_ties_to_the_lower_code_as_a_stable_full_sort_does():
     scores = torch.randint(0, 4, (64, 50), generator=generator).float()  # many ties, also at the k-th place
     scores[:, :3] = float("-inf")
     scores[5, 3:] = float("-inf")  # a row with fewer finite scores than k: -inf ties fill it, lowest codes first
-    for k in (1, 7, 20):
-        codes, values = best_items(scores, k)
-        order = torch.sort(-scores, dim=1, stable=True).indices[:, :k]  # best first, ties: lower code
-        assert torch.equal(codes, order) and torch.equal(values, torch.gather(scores, 1, order)), k
+    distinct = torch.randn(16, 1000, generator=generator)
+    for table in (scores, distinct):
+        for k in (1, 7, 20):
+            for chunk in (8, 32768):  # two stages over chunks of 8 items (where k fits), one stage
+                codes, values = best_items(table, k, chunk)
+                order = torch.sort(-table, dim=1, stable=True).indices[:, :k]  # best first, ties: lower code
+                assert torch.equal(codes, order) and torch.equal(values, torch.gather(table, 1, order)), (k, chunk)
 
 
 def test_a_bf16_model_step_ranks_like_the_fp32_one(ml1m_run, tmp_path):

@@ -1,0 +1,147 @@
+"""The model step alone on a GPU: sessions/s at batch 1, 64 and 1024 over catalogs of 100k and 1M items.
+
+    PYTHONPATH=. .venv/bin/python -m bench.model_step [--device cuda] [--catalogs 100000,1000000]
+        [--batches 1,64,1024] [--events 20] [--d-model 256] [--layers 2] [--heads 4] [--precision bf16]
+        [--k 100] [--repeats 20] [--out build/bench/model_step.json]
+
+A 2-layer decoder (GPT-2 body, random weights: speed does not depend on them) over full sessions
+of `--events` item codes, three ways:
+  eager_topk   the model in eager PyTorch, then torch.topk over the whole catalog (the reference:
+               about 450 sessions/s at batch 1 and 110,000 at batch 1024 over 1M items on one H200)
+  model_pt     what `python -m export` ships: the traced model.pt with `best_items` (two-stage
+               top-k over 32,768-item chunks, ties settled as offline)
+  cuda_graph   (CUDA only) the eager model + the two-stage top-k captured once per batch size as a
+               CUDA graph and replayed (no per-kernel launch cost)
+Every variant must return the same best items on the same batch (bf16: the same best item);
+the JSON keeps median seconds per batch, sessions/s and that agreement. On a CPU, run it small
+(tests/test_bench_model_step.py does) to check it end to end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from export.torchscript import PRECISIONS, top_candidates, trace
+from training.features import FeatureSpec
+from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
+
+ITEM = "item_id_list"
+
+
+def build_model(catalog: int, args) -> NextItemModel:
+    spec = FeatureSpec(item=ITEM, item_cardinality=catalog + FIRST_ITEM_CODE)
+    config = ModelConfig(architecture="gpt2", task="clm", d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
+                         dropout=0.0, attention_dropout=0.0, max_length=args.events)
+    torch.manual_seed(0)
+    return NextItemModel(spec, config).eval()
+
+
+def _timer(device: torch.device):
+    def measure(run, repeats: int) -> float:
+        run()  # warm-up: allocations, autotuning, the graph executor's first runs
+        run()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    return measure
+
+
+def _graphed(model: NextItemModel, items: torch.Tensor, k: int):
+    """The eager forward + two-stage top-k captured as one CUDA graph for this batch's shape."""
+    static = items.clone()
+
+    def step():
+        return top_candidates(model.next_item_scores({ITEM: static}).float(), k)
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = step()
+
+    def replay(new_items: torch.Tensor):
+        static.copy_(new_items)
+        graph.replay()
+        return output
+    return replay
+
+
+def measure_catalog(catalog: int, args, device: torch.device) -> list[dict]:
+    model = build_model(catalog, args)
+    dtype = PRECISIONS[args.precision]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shipped = trace(build_model(catalog, args), args.k, exclude_seen=False, device=device.type, precision=args.precision)
+    model = model.to(device=device, dtype=dtype)
+    measure = _timer(device)
+    rows = []
+    generator = torch.Generator().manual_seed(1)
+    for batch in args.batches:
+        items = torch.randint(FIRST_ITEM_CODE, catalog + FIRST_ITEM_CODE, (batch, args.events), generator=generator).to(device)
+        variants = {
+            "eager_topk": lambda: torch.topk(model.next_item_scores({ITEM: items}).float(), args.k, dim=1)[1],
+            "model_pt": lambda: shipped(items)[0],
+        }
+        if device.type == "cuda":
+            replay = _graphed(model, items, args.k)
+            variants["cuda_graph"] = lambda: replay(items)[1]
+        with torch.inference_mode():
+            answers = {name: run() for name, run in variants.items()}
+            reference = answers["eager_topk"]
+            for name, run in variants.items():
+                seconds = measure(run, args.repeats)
+                same = (answers[name].sort(dim=1).values == reference.sort(dim=1).values).all(dim=1) \
+                    if args.precision == "fp32" else answers[name][:, 0] == reference[:, 0]
+                rows.append({"catalog": catalog, "batch": batch, "variant": name, "seconds_per_batch": seconds,
+                             "sessions_per_s": batch / seconds, "agrees_with_eager": float(same.float().mean())})
+                print(f"catalog {catalog:>9,} batch {batch:>5} {name:>11}: {batch / seconds:>12,.0f} sessions/s "
+                      f"({seconds * 1e3:.3f} ms/batch, agrees {rows[-1]['agrees_with_eager']:.0%})", flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--catalogs", default="100000,1000000")
+    parser.add_argument("--batches", default="1,64,1024")
+    parser.add_argument("--events", type=int, default=20, help="events per session (all real)")
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16")
+    parser.add_argument("--k", type=int, default=100, help="best items per session")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per point; the median is kept")
+    parser.add_argument("--out", type=Path, default=Path("build/bench/model_step.json"))
+    args = parser.parse_args(argv)
+    args.batches = [int(b) for b in args.batches.split(",")]
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(torch.get_num_threads(), 1))
+    rows = [row for catalog in (int(c) for c in args.catalogs.split(",")) for row in measure_catalog(catalog, args, device)]
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    partial.write_text(json.dumps(report, indent=1) + "\n")
+    partial.rename(args.out)
+
+
+if __name__ == "__main__":
+    main()
