@@ -23,9 +23,12 @@ import pandas as pd
 DTYPES = {"string": np.object_, "int64": np.int64, "float64": np.float64}
 
 
-def _pad(values: np.ndarray, width: int) -> np.ndarray:
-    """Right-pad [B, w] with 0 to [B, width]."""
-    return np.pad(values, ((0, 0), (0, width - values.shape[1]))) if values.shape[1] < width else values
+def _padded(values: np.ndarray, real: np.ndarray, width: int, dtype) -> np.ndarray:
+    """[B, w] values where `real`, 0 elsewhere and in the columns up to `width` (np.pad costs
+    more than this whole copy on request-sized arrays)."""
+    out = np.zeros((values.shape[0], width), dtype=dtype)
+    out[:, : values.shape[1]] = np.where(real, values, 0)
+    return out
 
 
 class RequestError(ValueError):
@@ -103,20 +106,21 @@ class RequestTransform:
         order = np.argsort(times, axis=1, kind="stable")  # real events first, in time order
         first = order[:, 0]
         out = {}
+        row_index = np.arange(rows)[:, None]
         model_index, model_real = self._last(order, event_count, self.model_events)
         for output in self.outputs:
             raw = columns[output["source"]]
             if output["kind"] == "list":
-                values = self._apply(output, np.take_along_axis(raw, model_index, axis=1))
-                out[output["name"]] = _pad(np.where(model_real, values, 0).astype(output["dtype"]), self.model_events)
+                values = self._apply(output, raw[row_index, model_index])
+                out[output["name"]] = _padded(values, model_real, self.model_events, output["dtype"])
             else:
-                values = self._apply(output, raw[np.arange(rows), first][:, None])
+                values = self._apply(output, raw[row_index[:, 0], first][:, None])
                 out[output["name"]] = values.astype(output["dtype"])
         if self.seen:  # the session's items the model leaves out: all the workflow keeps, more than it reads
             item = next(o for o in self.outputs if o["source"] == self.seen["source"] and o["kind"] == "list")
             seen_index, seen_real = self._last(order, event_count, self.max_events)
-            codes = self._apply(item, np.take_along_axis(columns[item["source"]], seen_index, axis=1))
-            out[self.seen["name"]] = _pad(np.where(seen_real, codes, 0).astype(np.int64), self.max_events)
+            codes = self._apply(item, columns[item["source"]][row_index, seen_index])
+            out[self.seen["name"]] = _padded(codes, seen_real, self.max_events, np.int64)
         return out
 
     @staticmethod
@@ -125,7 +129,7 @@ class RequestTransform:
         kept = np.minimum(event_count, n)
         positions = np.arange(int(kept.max()))[None, :]
         start = (event_count - kept)[:, None]
-        index = np.take_along_axis(order, np.minimum(start + positions, order.shape[1] - 1), axis=1)
+        index = order[np.arange(len(order))[:, None], np.minimum(start + positions, order.shape[1] - 1)]
         return index, positions < kept[:, None]
 
     def _apply(self, output: dict, values: np.ndarray) -> np.ndarray:
