@@ -263,3 +263,22 @@ def _parent(proc: Path) -> int:
     except OSError:
         return -1
     return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def test_device_gpu_puts_every_step_on_the_gpu(ml1m_run, tmp_path, monkeypatch):
+    """The configs a GPU export writes (traced on the CPU here: this machine has no CUDA)."""
+    import export.repository as repository
+
+    traced_on, trace = [], repository.trace
+
+    def trace_on_cpu(*args):
+        traced_on.append(args[4])
+        return trace(*args[:4], "cpu", *args[5:])
+
+    monkeypatch.setattr(repository.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(repository, "trace", trace_on_cpu)
+    export(ml1m_run, tmp_path / "repo", ExportOptions(name="ml1m", device="gpu", model_instances=2))
+    assert traced_on == ["cuda"]
+    for step, count in (("transform", 1), ("model", 2), ("topk", 1)):
+        text = (tmp_path / "repo" / f"ml1m_{step}" / "config.pbtxt").read_text()
+        assert f"instance_group [ {{ count: {count} kind: KIND_GPU }} ]" in text and "KIND_CPU" not in text, step
