@@ -1,5 +1,8 @@
 """Preprocessing on a Dask cluster: `python -m training.prepare ... --dask-scheduler ADDRESS|local:N`.
 
+The workflow's fit and transforms run on the cluster; reading, filtering and splitting the
+events stay in the calling process.
+
 The fitted workflow and the prepared splits equal the single-process run's: statistics are
 fitted over partitions of the training events, and every partition holds whole sequences
 (events go to partitions by a hash of the sequence key), so SequenceGroupby never sees half
