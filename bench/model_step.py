@@ -30,6 +30,7 @@ import torch
 from export.torchscript import PRECISIONS, top_candidates, trace
 from training.features import FeatureSpec
 from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
+from training.run_dir import replace_file
 
 ITEM = "item_id_list"
 
@@ -138,9 +139,7 @@ def main(argv=None) -> None:
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(f".{args.out.name}.partial")
-    partial.write_text(json.dumps(report, indent=1) + "\n")
-    partial.rename(args.out)
+    replace_file(args.out, lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -69,26 +68,14 @@ def statistics(url: str) -> dict:
     return counters
 
 
-def cpu_seconds(server_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of the server and of each python stub it started,
-    by model, and of this process's finished children (perf_analyzer runs)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def cpu_seconds(server) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server, of each model's python stubs, and of
+    this process's finished children (perf_analyzer runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     found = {"perf_analyzer": usage.ru_utime + usage.ru_stime}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-            arguments = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        parent, seconds = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
-        if int(proc.name) == server_pid:
-            found["tritonserver"] = seconds
-        elif parent == server_pid and len(arguments) > 1:  # a stub: argv[1] is REPO/MODEL/VERSION/model.py
-            found[f"stub {Path(arguments[1].decode()).parent.parent.name}"] = seconds
+    for process in server.processes():
+        name = "tritonserver" if process.model is None else f"stub {process.model}"
+        found[name] = found.get(name, 0.0) + process.cpu_seconds
     return found
 
 
@@ -217,12 +204,12 @@ def main(argv=None) -> None:
         inputs = write_inputs(args.out / "inputs", url, spec, repo, sessions, reference)
         for concurrency in concurrencies:  # all steps at one concurrency close in time: their ratios compare
             for step, model in STEPS.items():
-                before, cpu_before = statistics(url), cpu_seconds(server.process.pid)
+                before, cpu_before = statistics(url), cpu_seconds(server)
                 measured = perf_analyzer(url, model, Path(inputs["paths"][step]),
                                          args.out / f"perf_{step}_{concurrency}.csv", args.requests, concurrency)
                 times = step_times(before, statistics(url))
                 results.append({"step": step, "model": model, "concurrency": concurrency, **measured, "server": times,
-                                "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_seconds(server.process.pid),
+                                "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_seconds(server),
                                                                       times[model]["requests"])})
                 print(f"{step} {model} c={concurrency}: {measured}", flush=True)
     report = {"run": str(args.run), "model_pt": str(model_pt), "requests_per_window": args.requests,

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from export.repository import SOURCES, ExportError, ExportOptions, export
+from export.torchscript import PRECISIONS
 
 DEFAULT_REPO = Path("build/model_repository")
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="libtorch backend (NGC tritonserver) or model.pt in the python backend (no libtorch backend here)")
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
                         help="never recommend the session's own items (default: the run's train.exclude_seen)")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=defaults.precision,
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="the model step's weights and arithmetic (bf16/fp16: for GPUs; scores come out in fp32)")
     for step in ("transform", "model", "topk"):
         parser.add_argument(f"--{step}-instances", type=int, default=getattr(defaults, f"{step}_instances"),

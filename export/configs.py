@@ -6,7 +6,6 @@ but `backend`: the runner reads the same thread parameters the libtorch backend 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 WIRE = {"string": "TYPE_STRING", "int64": "TYPE_INT64", "float64": "TYPE_FP64", "float32": "TYPE_FP32", "int32": "TYPE_INT32"}
@@ -89,12 +88,12 @@ def ensemble_config(name: str, max_batch_size: int, inputs: list[Tensor], output
 
 
 def read_config(text: str) -> tuple[dict, dict]:
-    """A config written here -> (metadata-like {"inputs": [{name, datatype}]}, {max_batch_size,
-    parameters}), the two dicts `client.sessions.RequestSpec.from_server` reads from a server."""
-    inputs_block = text[text.index("input [") : text.index("]\n", text.index("input ["))]
-    inputs = [{"name": name, "datatype": datatype} for name, datatype in
-              re.findall(r'name: "([^"]+)" data_type: (TYPE_\w+)', inputs_block)]
-    parameters = {key: {"string_value": value} for key, value in
-                  re.findall(r'parameters \{ key: "([^"]+)" value: \{ string_value: "([^"]*)" \} \}', text)}
-    return {"inputs": inputs}, {"max_batch_size": int(re.search(r"max_batch_size: (\d+)", text).group(1)),
-                                "parameters": parameters}
+    """A config.pbtxt -> (metadata-like {"inputs": [{name, datatype}]}, the config as a dict),
+    the two dicts `client.sessions.RequestSpec.from_server` reads from a server."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = json_format.MessageToDict(text_format.Parse(text, model_config_pb2.ModelConfig()),
+                                       preserving_proto_field_name=True)
+    inputs = [{"name": tensor["name"], "datatype": tensor["data_type"]} for tensor in config["input"]]
+    return {"inputs": inputs}, config

@@ -44,16 +44,16 @@ def one_session_requests(sessions, spec, k: int) -> list:
 def write_samples(run: Path, repo: Path, out: Path, name: str = "hf4rec", sessions: int = 200, k: int = 10) -> dict:
     from training import run_dir
     from training.prepare import raw_events
+    from training.run_dir import replace_file
     from training.views import held_out
 
     spec = request_spec(repo, name)
     events, _ = held_out(raw_events(run_dir.data_dir(run))[0], spec.sequence_key, spec.time_column, sessions, seed=0)
     out.mkdir(parents=True, exist_ok=True)
     requests = one_session_requests(events, spec, k)
-    for path, text in ((out / EVENTS_CSV, None), (out / PERF_INPUT, json.dumps({"data": [perf_entry(r.inputs) for r in requests]}))):
-        partial = path.with_name(f".{path.name}.partial")
-        events.to_csv(partial, index=False) if text is None else partial.write_text(text)
-        partial.rename(path)
+    replace_file(out / EVENTS_CSV, lambda tmp: events.to_csv(tmp, index=False))
+    perf_input = json.dumps({"data": [perf_entry(request.inputs) for request in requests]})
+    replace_file(out / PERF_INPUT, lambda tmp: tmp.write_text(perf_input))
     return {"sessions": len(requests), "events": len(events), "csv": str(out / EVENTS_CSV), "perf_input": str(out / PERF_INPUT)}
 
 

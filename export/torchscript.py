@@ -154,8 +154,6 @@ def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int 
     """Trace the serving forward on a small example and check it against eager on other
     batch sizes and widths (up to the kept events). `seen_width`: the seen items come as an
     extra input that wide (exclude_seen, when the workflow keeps more events than the model)."""
-    if precision not in PRECISIONS:
-        raise ExportError(f"--precision: expected one of {list(PRECISIONS)}, got {precision!r}")
     model = model.eval().to(device=device, dtype=PRECISIONS[precision])
     seen_input = bool(exclude_seen and seen_width)
     names = input_names(model) + ([SEEN] if seen_input else [])

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     events, last = held_out(all_events, key, columns.time, args.users)
     targets = last[columns.item]
     requests = args.run / "held_out_events.csv"
-    events.to_csv(requests, index=False)
+    run_dir.replace_file(requests, lambda tmp: events.to_csv(tmp, index=False))
     with TritonServer(args.repo, log_path=args.run / "tritonserver.log") as server:
         print(f"Triton serving {args.repo} on gRPC {server.grpc_url}; asking for {args.users} held-out users:\n")
         print(f"$ python -m client --url {server.grpc_url} --input {requests} --k {args.k} --json")

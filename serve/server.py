@@ -11,6 +11,7 @@ file, and is killed with its caller (PR_SET_PDEATHSIG) so no orphan keeps ports 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -18,11 +19,30 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from serve.layout import TritonLayout
 
 _PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    pid: int
+    model: str | None  # the model a python-backend stub serves; None: tritonserver itself
+    cpu_seconds: float  # user + system so far
+
+
+def _process(proc: Path) -> tuple[int, list[bytes], float] | None:
+    """(parent pid, argv, CPU seconds) of a /proc entry; None when it is gone."""
+    try:
+        stat = (proc / "stat").read_text()
+        arguments = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[1]), arguments, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -147,6 +167,20 @@ class TritonServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+    def processes(self) -> list[ServerProcess]:
+        """The running server and the python-backend stubs it started, one per model instance."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            entry = _process(proc) if proc.name.isdigit() else None
+            if entry is None or self.process is None:
+                continue
+            parent, arguments, seconds = entry
+            if int(proc.name) == self.process.pid:
+                found.append(ServerProcess(int(proc.name), None, seconds))
+            elif parent == self.process.pid and len(arguments) > 1:  # a stub: argv[1] is REPO/MODEL/VERSION/model.py
+                found.append(ServerProcess(int(proc.name), Path(arguments[1].decode()).parent.parent.name, seconds))
+        return found
 
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:

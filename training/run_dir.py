@@ -32,7 +32,9 @@ CHECKPOINT = "checkpoint"
 STATE = "state.pt"
 
 
-def _replace(path: Path, write) -> None:
+def replace_file(path: Path, write) -> None:
+    """`write(tmp)` a sibling temporary file, then rename it over `path`: never half-written."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -40,8 +42,8 @@ def _replace(path: Path, write) -> None:
 
 def create(run: Path, data: Path, config: Config) -> None:
     run.mkdir(parents=True, exist_ok=True)
-    _replace(run / CONFIG, lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
-    _replace(run / RUN, lambda p: p.write_text(json.dumps({"data_dir": str(Path(data).resolve())}, indent=1) + "\n"))
+    replace_file(run / CONFIG, lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+    replace_file(run / RUN, lambda p: p.write_text(json.dumps({"data_dir": str(Path(data).resolve())}, indent=1) + "\n"))
     staging = run / f".{DATA}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -69,14 +71,14 @@ def load_config(run: Path) -> Config:
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    _replace(path, lambda p: save_file(tensors, str(p)))
+    replace_file(path, lambda p: save_file(tensors, str(p)))
 
 
 def save_checkpoint(run: Path, model, state: dict) -> None:
     folder = Path(run) / CHECKPOINT
     folder.mkdir(exist_ok=True)
     save_weights(model, folder / WEIGHTS)
-    _replace(folder / STATE, lambda p: torch.save(state, p))
+    replace_file(folder / STATE, lambda p: torch.save(state, p))
 
 
 def load_checkpoint(run: Path, model) -> dict:

@@ -2,8 +2,7 @@
 python` variant of the model step; same inputs, outputs and parameters as the libtorch one:
 model.pt returns one tensor per config output, in config order).
 
-Requests of one dynamic batch that share a width are concatenated and run as one forward,
-as the libtorch backend batches same-shaped requests. Torch threads come from the config's
+A dynamic batch runs as one forward, as under the libtorch backend. Torch threads come from the config's
 INTRA_OP_THREAD_COUNT / INTER_OP_THREAD_COUNT parameters (1 on CPUs: the steps share cores).
 """
 import json
@@ -28,20 +27,17 @@ class TritonPythonModel:
         self.outputs = [item["name"] for item in config["output"]]
 
     def execute(self, requests):
+        # Triton batches only requests whose inputs have one shape (none of them is ragged),
+        # so the whole dynamic batch concatenates into one forward, as under libtorch
         arrays = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs] for r in requests]
-        responses = [None] * len(requests)
-        by_width = {}
-        for index, inputs in enumerate(arrays):
-            by_width.setdefault(tuple(a.shape[1:] for a in inputs), []).append(index)
-        for group in by_width.values():
-            batch = [torch.from_numpy(np.concatenate([arrays[i][j] for i in group])).to(self.device)
-                     for j in range(len(self.inputs))]
-            with torch.inference_mode():
-                results = [result.cpu().numpy() for result in self.model(*batch)]
-            start = 0
-            for i in group:
-                rows = arrays[i][0].shape[0]
-                responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(name, result[start:start + rows])
-                                                           for name, result in zip(self.outputs, results)])
-                start += rows
+        batch = [torch.from_numpy(np.concatenate([inputs[j] for inputs in arrays])).to(self.device)
+                 for j in range(len(self.inputs))]
+        with torch.inference_mode():
+            results = [result.cpu().numpy() for result in self.model(*batch)]
+        responses, start = [], 0
+        for inputs in arrays:
+            rows = inputs[0].shape[0]
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(name, result[start:start + rows])
+                                                         for name, result in zip(self.outputs, results)]))
+            start += rows
         return responses

@@ -20,9 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DTYPES = {"string": np.object_, "int64": np.int64, "float64": np.float64}
-
-
 def _padded(values: np.ndarray, real: np.ndarray, width: int, dtype) -> np.ndarray:
     """[B, w] values where `real`, 0 elsewhere and in the columns up to `width` (np.pad costs
     more than this whole copy on request-sized arrays)."""
