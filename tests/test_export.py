@@ -125,6 +125,7 @@ def test_model_pt_ranks_a_session_the_same_alone_padded_or_batched_with_longer_o
     kept = kept_events(model)
     lengths = [3, 1, kept, 17]
     batch = example_inputs(model, lengths, torch.Generator().manual_seed(3), width=kept, seen_width=spec["max_events"])
+    assert "trim_padding" in scripted.code, "model.pt must cut the padding the transform adds"
     with torch.no_grad():
         codes, scores = scripted(*batch)
         assert codes.shape == scores.shape == (4, 30) and codes.dtype == torch.int64 and scores.dtype == torch.float32
@@ -212,6 +213,8 @@ def test_export_refuses_a_changed_config_the_source_folder_and_a_missing_gpu(ml1
     export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**SYNTH))
     with pytest.raises(ExportError, match="differs from this export's config"):
         export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**{**SYNTH, "top_k": 7}))
+    with pytest.raises(ExportError, match="--precision: expected one of .*, got 'int8'"):
+        export(synthetic_runs[0], tmp_path / "other", ExportOptions(**{**SYNTH, "precision": "int8"}))
     with pytest.raises(ExportError, match="--version 1: already in"):
         export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**{**SYNTH, "version": 1}))
     result = subprocess.run([PYTHON, "-m", "export", "--run", str(ml1m_run), "--repo", "model_repository"],

@@ -99,6 +99,31 @@ def test_dynamic_batching_of_concurrent_requests_does_not_change_answers(server,
         _assert_same(asyncio.run(client.recommend_async(ml1m_held_out, k=K)), ml1m_expected)
 
 
+def test_concurrent_sessions_of_different_lengths_share_batches_in_the_transform_and_model_steps(server):
+    """Each client sends sessions of its own length: Triton batches requests of different shapes only
+    where an input allows ragged batches (the transform) or the shapes were made equal (the transform
+    pads the model's inputs to one width). Without either, every request would run alone there."""
+    steps = ("synth_transform", "synth_model")
+    before = {step: _executions(server, step) for step in steps}
+    lengths, repeats = range(1, 12), 12  # the synthetic model keeps 11 events: every length reaches it as is
+
+    def ask(length: int) -> None:
+        items = 100_001 + np.arange(length, dtype=np.int64)[None, :] % 50
+        for _ in range(repeats):
+            ids, _ = _request(server, item_id=items, timestamp=np.arange(length, dtype=np.int64)[None, :] * 10,
+                              category=np.full((1, length), b"c1", dtype=object), price=np.full((1, length), 5.0),
+                              device=np.full((1, length), b"app", dtype=object), user_id=np.full((1, length), 4),
+                              event_count=np.array([[length]], dtype=np.int32))
+            assert ids.shape == (1, 5)
+
+    with ThreadPoolExecutor(len(lengths)) as pool:
+        list(pool.map(ask, lengths))
+    for step in steps:
+        executions, requests = np.subtract(_executions(server, step), before[step])
+        assert requests == len(lengths) * repeats, step
+        assert executions < requests, f"{step}: no two sessions of different lengths shared an execution"
+
+
 # --- bad requests, on the synthetic ensemble (integer item ids, a price, a device context) ---
 
 def _request(server, **overrides):
