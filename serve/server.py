@@ -6,7 +6,9 @@ Tests, the demo and the benchmarks all start Triton through `TritonServer`:
         server.grpc_url  # "127.0.0.1:PORT"
 
 The server binds to loopback unless a host is given, picks free ports, streams its log to a
-file, and is killed with its caller (PR_SET_PDEATHSIG) so no orphan keeps ports open.
+file, and is killed with its caller (PR_SET_PDEATHSIG) so no orphan keeps ports open. It runs
+in a process group of its own with its python-backend stubs: `stop` (also after the server
+died) takes the whole group down and removes the stubs' shared-memory regions in /dev/shm.
 """
 from __future__ import annotations
 
@@ -34,15 +36,41 @@ class ServerProcess:
     cpu_seconds: float  # user + system so far
 
 
-def _process(proc: Path) -> tuple[int, list[bytes], float] | None:
-    """(parent pid, argv, CPU seconds) of a /proc entry; None when it is gone."""
+SHM_DIR = Path("/dev/shm")
+STUB_SHM_PREFIX = "triton_python_backend_shm_region_"  # a stub's argv[2]: the region it shares with the server
+
+
+@dataclass(frozen=True)
+class _ProcEntry:
+    parent: int
+    group: int
+    arguments: list[bytes]
+    cpu_seconds: float
+
+
+def _process(proc: Path) -> _ProcEntry | None:
+    """A /proc entry; None when it is gone or a zombie (dead, only waiting to be reaped)."""
     try:
         stat = (proc / "stat").read_text()
         arguments = (proc / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()
-    return int(fields[1]), arguments, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if fields[0] == "Z":
+        return None
+    return _ProcEntry(int(fields[1]), int(fields[2]), arguments,
+                      (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+
+
+def _group(group: int) -> dict[int, _ProcEntry]:
+    """The live processes of a process group."""
+    entries = {int(proc.name): _process(proc) for proc in Path("/proc").iterdir() if proc.name.isdigit()}
+    return {pid: entry for pid, entry in entries.items() if entry is not None and entry.group == group}
+
+
+def _stub_regions(entries) -> set[str]:
+    return {entry.arguments[2].decode() for entry in entries
+            if len(entry.arguments) > 2 and entry.arguments[2].startswith(STUB_SHM_PREFIX.encode())}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,6 +113,7 @@ class TritonServer:
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
+        self._shm_regions: set[str] = set()  # the stubs' /dev/shm regions, removed on stop
 
     @property
     def http_url(self) -> str:
@@ -129,11 +158,13 @@ class TritonServer:
                 stdin=subprocess.DEVNULL,
                 env=self.layout.process_env(),
                 preexec_fn=_die_with_parent,
+                start_new_session=True,  # its group (pgid = its pid) holds the stubs too, even after it died
             )
         finally:
             log.close()
         try:
             self.wait_ready()
+            self._shm_regions |= _stub_regions(_group(self.process.pid).values())
         except BaseException:
             self.stop()
             raise
@@ -171,26 +202,42 @@ class TritonServer:
     def processes(self) -> list[ServerProcess]:
         """The running server and the python-backend stubs it started, one per model instance."""
         found = []
-        for proc in Path("/proc").iterdir():
-            entry = _process(proc) if proc.name.isdigit() else None
-            if entry is None or self.process is None:
-                continue
-            parent, arguments, seconds = entry
-            if int(proc.name) == self.process.pid:
-                found.append(ServerProcess(int(proc.name), None, seconds))
-            elif parent == self.process.pid and len(arguments) > 1:  # a stub: argv[1] is REPO/MODEL/VERSION/model.py
-                found.append(ServerProcess(int(proc.name), Path(arguments[1].decode()).parent.parent.name, seconds))
+        for pid, entry in (_group(self.process.pid) if self.process is not None else {}).items():
+            if pid == self.process.pid:
+                found.append(ServerProcess(pid, None, entry.cpu_seconds))
+            elif entry.parent == self.process.pid and len(entry.arguments) > 1:  # a stub: argv[1] is REPO/MODEL/VERSION/model.py
+                found.append(ServerProcess(pid, Path(entry.arguments[1].decode()).parent.parent.name, entry.cpu_seconds))
         return found
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """Shut tritonserver down (it stops its stubs), then kill what is left of its process group
+        (stubs outlive a crashed server: they poll their parent, and a zombie counts as alive)
+        and remove the stubs' shared-memory regions."""
+        if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._kill_group(timeout_s)
+
+    def _kill_group(self, timeout_s: float) -> None:
+        group = self.process.pid
+        deadline = time.monotonic() + timeout_s
+        while left := _group(group):
+            self._shm_regions |= _stub_regions(left.values())
+            if time.monotonic() > deadline:
+                raise TritonServerError(f"processes {sorted(left)} of tritonserver's group {group} outlived SIGKILL")
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        for region in self._shm_regions:
+            (SHM_DIR / region).unlink(missing_ok=True)
 
     def __enter__(self) -> "TritonServer":
         return self.start()
