@@ -32,7 +32,7 @@ class RequestSpec:
     max_events: int  # the last events of a session the workflow keeps (and the server reads)
     max_k: int  # the most items one session may ask for
     exclude_seen: bool  # whether the session's own items are left out of the answer
-    max_request_events: int  # the server refuses sessions with more events
+    max_request_events: int  # the server refuses requests with more events (sessions x row width)
 
     @property
     def event_columns(self) -> list[str]:

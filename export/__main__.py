@@ -3,6 +3,7 @@
     python -m export --run RUN_DIR [--repo build/model_repository] [--name hf4rec] [--version N]
         [--max-batch-size 64] [--top-k 100] [--device cpu|gpu] [--torch-runtime libtorch|python]
         [--exclude-seen | --no-exclude-seen] [--transform-instances N] [--model-instances N] [--topk-instances N]
+        [--max-request-events N] [--max-id-bytes N]
 
 The layout and the ensemble's input/output contract: model_repository/README.md.
 """
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="never recommend the session's own items (default: the run's train.exclude_seen)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default=defaults.precision,
                         help="the model step's weights and arithmetic (bf16/fp16: for GPUs; scores come out in fp32)")
+    parser.add_argument("--max-request-events", type=int, default=defaults.max_request_events,
+                        help="events one request may carry, summed over its sessions (default: max batch size x the run's max_events)")
+    parser.add_argument("--max-id-bytes", type=int, default=defaults.max_id_bytes,
+                        help=f"bytes one string value (an id, a category) may have (default {defaults.max_id_bytes})")
     for step in ("transform", "model", "topk"):
         parser.add_argument(f"--{step}-instances", type=int, default=getattr(defaults, f"{step}_instances"),
                             help=f"instances of the {step} step per server (instance_group count)")
@@ -43,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     options = ExportOptions(name=args.name, version=args.version, max_batch_size=args.max_batch_size, top_k=args.top_k,
                             device=args.device, torch_runtime=args.torch_runtime, exclude_seen=args.exclude_seen,
                             transform_instances=args.transform_instances, model_instances=args.model_instances,
-                            topk_instances=args.topk_instances, precision=args.precision)
+                            topk_instances=args.topk_instances, precision=args.precision,
+                            max_request_events=args.max_request_events, max_id_bytes=args.max_id_bytes)
     try:
         result = export(args.run, args.repo, options)
     except (ExportError, FileNotFoundError) as error:

@@ -2,7 +2,7 @@
 
 The ensemble reads as the data path: raw events -> NAME_transform -> NAME_model ->
 NAME_topk. The model step's two variants (libtorch or the python runner) share every line
-but `backend`: the runner reads the same thread parameters the libtorch backend does.
+but `backend` and INTER_OP_THREAD_COUNT, which only the runner carries (model_parameters).
 """
 from __future__ import annotations
 
@@ -49,9 +49,14 @@ def step_config(name: str, backend: str, max_batch_size: int, inputs: list[Tenso
     )
 
 
-def model_parameters(threads: int = 1) -> dict[str, str]:
-    """The libtorch backend's knobs (the python runner honours the same ones)."""
-    return {"INFERENCE_MODE": "true", "INTRA_OP_THREAD_COUNT": str(threads), "INTER_OP_THREAD_COUNT": str(threads)}
+def model_parameters(backend: str, threads: int = 1) -> dict[str, str]:
+    """The libtorch backend's knobs, which the python runner honours too. Under libtorch the thread
+    counts are the server process's: r24.10 sets inter-op threads on every model load and torch
+    allows that once per process, so a second model or version would abort the server: left out."""
+    parameters = {"INFERENCE_MODE": "true", "INTRA_OP_THREAD_COUNT": str(threads)}
+    if backend != BACKENDS["libtorch"]:  # the runner's threads are its own stub process's
+        parameters["INTER_OP_THREAD_COUNT"] = str(threads)
+    return parameters
 
 
 @dataclass(frozen=True)
@@ -61,15 +66,16 @@ class Step:
     outputs: dict[str, str]  # the step's output -> the ensemble tensor
 
 
-def ensemble_config(name: str, max_batch_size: int, inputs: list[Tensor], outputs: list[Tensor], steps: list[Step],
-                    parameters: dict[str, str]) -> str:
+def ensemble_config(name: str, max_batch_size: int, step_version: int, inputs: list[Tensor], outputs: list[Tensor],
+                    steps: list[Step], parameters: dict[str, str]) -> str:
+    """`step_version`: the version of every step this ensemble runs (exported with it), never "latest"."""
     def maps(kind: str, mapping: dict[str, str]) -> str:
         return "".join(f'      {kind} {{ key: "{k}" value: "{v}" }}\n' for k, v in mapping.items())
 
     scheduling = "".join(
         "    {\n"
         f'      model_name: "{step.model}"\n'
-        "      model_version: -1\n"
+        f"      model_version: {step_version}\n"
         + maps("input_map", step.inputs)
         + maps("output_map", step.outputs)
         + "    }"

@@ -1,13 +1,18 @@
 """Run directory -> a new version of the Triton ensemble in a model repository.
 
 Everything is written into a staging folder beside the repository, then published by
-renames: a new model folder whole, or a new version folder into an existing model. Triton
-never sees a half-written folder, and an export killed before publishing leaves the
-repository as it was. Versions of one model share its config, so a later export must
-produce the same configs (same features, catalog and options) or use another --name.
+renames: a new model folder whole, or a new version folder into an existing model; the
+steps first, the ensemble last. The ensemble's config pins the step versions exported with
+it, so replacing it is the one rename that switches what is served: an export killed at any
+point leaves the previous ensemble served with its own steps. One export at a time holds the
+repository's lock (a file beside it), so two exports never pick the same version. Versions
+of one model share its config, so a later export must produce the same configs (same
+features, catalog and options; the ensemble's pinned versions aside) or use another --name.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -36,6 +41,11 @@ class ExportOptions:
     device: str = "cpu"  # cpu | gpu: where every step's instances run (KIND_CPU / KIND_GPU)
     torch_runtime: str = "libtorch"  # libtorch (NGC tritonserver) | python (runs model.pt in the python backend)
     exclude_seen: bool | None = None  # drop the session's own items; None: the run's train.exclude_seen
+    # request bounds (INVALID_ARG above them): events per request summed over its sessions, padding
+    # included (None: max_batch_size x the run's max_events, the most a client that cuts sessions
+    # to max_events sends), and bytes per string value (256 fits UUIDs, SKUs and most URLs)
+    max_request_events: int | None = None
+    max_id_bytes: int = 256
     precision: str = "fp32"  # the model step's weights and arithmetic: fp32 | bf16 | fp16 (scores out in fp32)
     # instances of each step (Triton's instance_group count): a replica's parallelism per step
     transform_instances: int = 1
@@ -59,6 +69,10 @@ def _check(options: ExportOptions) -> None:
             raise ExportError(f"--{step}-instances: expected >= 1, got {getattr(options, f'{step}_instances')}")
     if options.precision not in PRECISIONS:
         raise ExportError(f"--precision: expected one of {list(PRECISIONS)}, got {options.precision!r}")
+    if options.max_request_events is not None and options.max_request_events < 1:
+        raise ExportError(f"--max-request-events: expected >= 1, got {options.max_request_events}")
+    if options.max_id_bytes < 1:
+        raise ExportError(f"--max-id-bytes: expected >= 1, got {options.max_id_bytes}")
     if options.version is not None and options.version < 1:
         raise ExportError(f"--version: expected >= 1, got {options.version}")
     if options.device == "gpu" and not torch.cuda.is_available():
@@ -72,6 +86,44 @@ def _versions(folder: Path) -> list[int]:
 def _copy_sources(step: str, files: list[str], target: Path) -> None:
     for name in files:
         shutil.copy2(SOURCES / step / name, target / name)
+
+
+@contextlib.contextmanager
+def _exclusive(repo: Path):
+    """The repository's export lock, held until the export is published (or has failed). The file
+    sits beside the repository, like the staging folders: Triton loads every folder inside it."""
+    with open(repo.parent / f".{repo.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
+def _new_version(repo: Path, models: list[str], requested: int | None) -> int:
+    """One above every version of the four models (or `requested`, when above them all: the steps
+    keep only their latest versions loaded and the ensemble pins its own)."""
+    highest = max((v for model in models for v in _versions(repo / model)), default=0)
+    if requested is not None and requested <= highest:
+        raise ExportError(f"--version {requested}: already in {repo} or below its highest version {highest}; "
+                          f"expected above it (the steps keep their latest {configs.KEEP_VERSIONS} loaded)")
+    return requested or highest + 1
+
+
+def _pinned_version(config: Path) -> int:
+    """The step version a published ensemble config names (-1, any, before versions were pinned)."""
+    _, parsed = configs.read_config(config.read_text())
+    (version,) = {int(step.get("model_version", -1)) for step in parsed["ensemble_scheduling"]["step"]}
+    return version
+
+
+def _publish(staging: Path, repo: Path, steps: list[str], ensemble: str, version: int) -> None:
+    """Steps first, then the ensemble's version folder, and its config last: the one rename that
+    moves the ensemble to the new step versions."""
+    for model_name in [*steps, ensemble]:
+        if (repo / model_name).is_dir():
+            os.rename(staging / model_name / str(version), repo / model_name / str(version))
+        else:
+            os.rename(staging / model_name, repo / model_name)
+    if (staging / ensemble / "config.pbtxt").exists():  # the ensemble was there before: its config pins older steps
+        os.replace(staging / ensemble / "config.pbtxt", repo / ensemble / "config.pbtxt")
 
 
 def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> dict:
@@ -92,10 +144,12 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     traced = trace(model, options.top_k, exclude_seen, seen_width, "cuda" if options.device == "gpu" else "cpu", options.precision)
 
     names = {step: f"{options.name}_{step}" for step in ("transform", "model", "topk")}
-    existing = [v for folder in [repo / options.name, *(repo / n for n in names.values())] for v in _versions(folder)]
-    version = options.version or max(existing, default=0) + 1
-    if version in existing:
-        raise ExportError(f"--version {version}: already in {repo} (versions {sorted(set(existing))}); pick a new one")
+    max_request_events = options.max_request_events or options.max_batch_size * transform["max_events"]
+    transform.pop("max_request_events", None)  # the request bounds are the transform step's config parameters
+    if max_request_events < transform["max_events"]:
+        raise ExportError(f"--max-request-events: expected at least the run's max_events {transform['max_events']} "
+                          f"(one whole session), got {max_request_events}")
+    limits = {"max_request_events": str(max_request_events), "max_id_bytes": str(options.max_id_bytes)}
 
     raw = [Tensor(i["name"], i["dtype"], (-1,)) for i in transform["inputs"]]
     event_count, k = Tensor("event_count", "int32", (1,)), Tensor("k", "int32", (1,))
@@ -106,19 +160,23 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     seen_items = [Tensor(SEEN, "int64", (-1,))] if transform["seen"] else []
     ranked = [Tensor("item_ids", item_dtype, (-1,)), Tensor("item_scores", "float32", (-1,))]
     batch, kind = options.max_batch_size, "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
-    texts = {
+    step_texts = {
         # the python transform answers each request on its own, so sessions of any length share a batch
         names["transform"]: configs.step_config(names["transform"], "python", batch,
                                                 [replace(t, ragged=True) for t in [*raw, event_count]], [*model_inputs, *seen_items],
-                                                kind, count=options.transform_instances),
+                                                kind, limits, count=options.transform_instances),
         names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch,
-                                            [*model_inputs, *seen_items], best, kind, configs.model_parameters(),
+                                            [*model_inputs, *seen_items], best, kind,
+                                            configs.model_parameters(configs.BACKENDS[options.torch_runtime]),
                                             count=options.model_instances),
         names["topk"]: configs.step_config(names["topk"], "python", batch,
                                            [replace(best[0], name="codes"), replace(best[1], name="scores"), k], ranked, kind,
                                            count=options.topk_instances),
-        options.name: configs.ensemble_config(
-            options.name, batch, [*raw, event_count, k],
+    }
+
+    def ensemble_text(version: int) -> str:
+        return configs.ensemble_config(
+            options.name, batch, version, [*raw, event_count, k],
             [Tensor("item_ids", item_dtype, (-1,)), Tensor("scores", "float32", (-1,))],
             [Step(names["transform"], {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in [*model_inputs, *seen_items]}),
              Step(names["model"], {t.name: t.name for t in [*model_inputs, *seen_items]},
@@ -129,46 +187,46 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
              "item_column": item_column,
              "context_columns": ",".join(o["source"] for o in transform["outputs"] if o["kind"] == "context"),
              "max_events": str(transform["max_events"]), "max_k": str(options.top_k),
-             "exclude_seen": str(exclude_seen).lower(), "max_request_events": str(transform["max_request_events"])}),
-    }
-    for model_name, text in texts.items():
-        current = repo / model_name / "config.pbtxt"
-        if current.is_file() and current.read_text() != text:
-            raise ExportError(f"{current} differs from this export's config (features, catalog or options changed); "
-                              f"versions of a model share one config: export with another --name or --repo")
+             "exclude_seen": str(exclude_seen).lower(), "max_request_events": limits["max_request_events"]})
 
     repo.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.export-", dir=repo.parent))
-    try:
+    with _exclusive(repo):
+        version = _new_version(repo, [options.name, *names.values()], options.version)
+        texts = {**step_texts, options.name: ensemble_text(version)}
         for model_name, text in texts.items():
-            (staging / model_name / str(version)).mkdir(parents=True)
-            (staging / model_name / "config.pbtxt").write_text(text)
-        transform_dir = staging / names["transform"] / str(version)
-        _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
-        shutil.copytree(run / run_dir.DATA / prepared.WORKFLOW_DIR, transform_dir / "workflow")
-        (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
-        model_dir = staging / names["model"] / str(version)
-        torch.jit.save(traced, str(model_dir / "model.pt"))
-        if options.torch_runtime == "python":
-            _copy_sources("runner", ["model.py"], model_dir)
-        topk_dir = staging / names["topk"] / str(version)
-        _copy_sources("topk", ["model.py", "ranking.py"], topk_dir)
-        categories = transform_dir / "workflow" / "categories" / f"unique.{item_column}.parquet"
-        (topk_dir / "categories").mkdir()
-        shutil.copy2(categories, topk_dir / "categories" / categories.name)
-        (topk_dir / "topk.json").write_text(json.dumps({
-            "max_k": options.top_k, "first_code": codes["first_value"],
-            "categories": f"categories/{categories.name}"}, indent=1) + "\n")
-        manifest = {"run": str(run), "version": version, "options": asdict(options), "exclude_seen": exclude_seen,
-                    "max_events": transform["max_events"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        (staging / options.name / str(version) / "export.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if os.environ.get(PAUSE_ENV):
-            time.sleep(float(os.environ[PAUSE_ENV]))
-        for model_name in [*names.values(), options.name]:  # steps first: the ensemble appears last
-            if (repo / model_name).is_dir():
-                os.rename(staging / model_name / str(version), repo / model_name / str(version))
-            else:
-                os.rename(staging / model_name, repo / model_name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            current = repo / model_name / "config.pbtxt"
+            if model_name == options.name and current.is_file():  # as published, but for the steps' versions
+                text = ensemble_text(_pinned_version(current))
+            if current.is_file() and current.read_text() != text:
+                raise ExportError(f"{current} differs from this export's config (features, catalog or options changed); "
+                                  f"versions of a model share one config: export with another --name or --repo")
+        staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.export-", dir=repo.parent))
+        try:
+            for model_name, text in texts.items():
+                (staging / model_name / str(version)).mkdir(parents=True)
+                (staging / model_name / "config.pbtxt").write_text(text)
+            transform_dir = staging / names["transform"] / str(version)
+            _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
+            shutil.copytree(run / run_dir.DATA / prepared.WORKFLOW_DIR, transform_dir / "workflow")
+            (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
+            model_dir = staging / names["model"] / str(version)
+            torch.jit.save(traced, str(model_dir / "model.pt"))
+            if options.torch_runtime == "python":
+                _copy_sources("runner", ["model.py"], model_dir)
+            topk_dir = staging / names["topk"] / str(version)
+            _copy_sources("topk", ["model.py", "ranking.py"], topk_dir)
+            categories = transform_dir / "workflow" / "categories" / f"unique.{item_column}.parquet"
+            (topk_dir / "categories").mkdir()
+            shutil.copy2(categories, topk_dir / "categories" / categories.name)
+            (topk_dir / "topk.json").write_text(json.dumps({
+                "max_k": options.top_k, "first_code": codes["first_value"],
+                "categories": f"categories/{categories.name}"}, indent=1) + "\n")
+            manifest = {"run": str(run), "version": version, "options": asdict(options), "exclude_seen": exclude_seen,
+                        "max_events": transform["max_events"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            (staging / options.name / str(version) / "export.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            if os.environ.get(PAUSE_ENV):
+                time.sleep(float(os.environ[PAUSE_ENV]))
+            _publish(staging, repo, list(names.values()), options.name, version)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return {"repo": str(repo), "name": options.name, "version": version, "models": list(texts), **manifest}

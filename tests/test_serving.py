@@ -183,8 +183,9 @@ def test_bad_request_is_refused_naming_the_input_and_the_server_goes_on(server, 
     assert ids.shape == (1, 5) and np.isfinite(scores).all()
 
 
-def test_a_10000_event_session_is_cut_to_its_last_events_not_refused(server, tmp_path):
-    n = 10_000
+def test_a_session_of_the_most_events_a_request_may_carry_is_cut_to_its_last_events_not_refused(server, tmp_path):
+    config = grpcclient.InferenceServerClient(server.grpc_url).get_model_config("synth", as_json=True)["config"]
+    n = int(config["parameters"]["max_request_events"]["string_value"])
     rng = np.random.default_rng(0)
     long = {
         "item_id": (100_000 + rng.integers(0, 500, n)).reshape(1, n).astype(np.int64),

@@ -1,9 +1,10 @@
 """Triton python model: runs the exported TorchScript `model.pt` (the `--torch-runtime
-python` variant of the model step; same inputs, outputs and parameters as the libtorch one:
-model.pt returns one tensor per config output, in config order).
+python` variant of the model step; same inputs, outputs and parameters as the libtorch one,
+plus INTER_OP_THREAD_COUNT: model.pt returns one tensor per config output, in config order).
 
 A dynamic batch runs as one forward, as under the libtorch backend. Torch threads come from the config's
-INTRA_OP_THREAD_COUNT / INTER_OP_THREAD_COUNT parameters (1 on CPUs: the steps share cores).
+INTRA_OP_THREAD_COUNT / INTER_OP_THREAD_COUNT parameters (1 on CPUs: the steps share cores); this
+stub process is the model instance's own, so setting them here touches no other model.
 """
 import json
 import os

@@ -58,7 +58,8 @@ class _Categories:
 
 
 class RequestTransform:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, max_request_events: int | None = None, max_id_bytes: int | None = None):
+        """The bounds (None: unbounded, for offline use) come from the step's config, written by export."""
         folder = Path(folder)
         self.spec = json.loads((folder / "transform.json").read_text())
         self.inputs = {item["name"]: item["dtype"] for item in self.spec["inputs"]}
@@ -66,7 +67,8 @@ class RequestTransform:
         self.max_events = int(self.spec["max_events"])  # events of a session the workflow keeps
         self.model_events = int(self.spec["model_events"])  # of those, the last ones the model reads
         self.seen = self.spec.get("seen")  # {"name", "source"}: output the session's item codes too
-        self.max_request_events = int(self.spec["max_request_events"])
+        self.max_request_events = max_request_events  # events per request, summed over its sessions (padding too)
+        self.max_id_bytes = max_id_bytes  # bytes per string value
         self.outputs = self.spec["outputs"]
         self.categories = {
             step["categories"]: _Categories(folder / "workflow" / step["categories"], int(self.spec["oov_code"]))
@@ -83,13 +85,21 @@ class RequestTransform:
             if width is not None and values.shape[1] != width:
                 raise RequestError(f"input {name!r}: expected {width} events per row like the other inputs, got {values.shape[1]}")
             width = values.shape[1]
-        if width > self.max_request_events:
-            raise RequestError(f"inputs: expected at most {self.max_request_events} events per session, got {width}")
+        if self.max_request_events is not None and rows * width > self.max_request_events:
+            raise RequestError(f"input {self.time_column!r} and the other event inputs: expected at most "
+                               f"{self.max_request_events} events per request (sessions x events per row), "
+                               f"got {rows} x {width} = {rows * width}")
         bad = np.flatnonzero((event_count < 1) | (event_count > width))
         if len(bad):
             raise RequestError(f"input 'event_count': expected 1..{width} (the row's width) for every session, "
                                f"got {int(event_count[bad[0]])} for session {int(bad[0])}")
         for name, dtype in self.inputs.items():
+            if dtype == "string" and self.max_id_bytes is not None and columns[name].size:
+                sizes = np.fromiter(map(len, columns[name].ravel()), np.int64, columns[name].size)
+                if sizes.max() > self.max_id_bytes:
+                    row = int(np.argmax(sizes) // width)
+                    raise RequestError(f"input {name!r}: expected values of at most {self.max_id_bytes} bytes, "
+                                       f"got {int(sizes.max())} bytes in session {row}")
             if dtype == "float64" and np.isinf(columns[name]).any():
                 row = int(np.flatnonzero(np.isinf(columns[name]).any(axis=1))[0])
                 raise RequestError(f"input {name!r}: expected finite numbers (NaN means missing), got inf in session {row}")

@@ -2,8 +2,10 @@
 
 Each request is transformed on its own (`compiled.RequestTransform`, built from the
 fitted workflow at export); a bad request gets INVALID_ARG naming the input, and the
-other requests of the same batch are answered normally.
+other requests of the same batch are answered normally. The request bounds are the
+config's parameters `max_request_events` and `max_id_bytes` (set by export).
 """
+import json
 import os
 import sys
 
@@ -17,7 +19,8 @@ from compiled import RequestError, RequestTransform  # noqa: E402
 class TritonPythonModel:
     def initialize(self, args):
         folder = os.path.join(args["model_repository"], args["model_version"])
-        self.transform = RequestTransform(folder)
+        parameters = {k: v["string_value"] for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
+        self.transform = RequestTransform(folder, int(parameters["max_request_events"]), int(parameters["max_id_bytes"]))
 
     def execute(self, requests):
         return [self._answer(request) for request in requests]
