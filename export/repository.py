@@ -108,10 +108,10 @@ def _new_version(repo: Path, models: list[str], requested: int | None) -> int:
 
 
 def _pinned_version(config: Path) -> int:
-    """The step version a published ensemble config names (-1, any, before versions were pinned)."""
+    """The step version a published ensemble config names (-1, any, before versions were pinned;
+    steps pinned to several versions were not written by export, and then fail the comparison)."""
     _, parsed = configs.read_config(config.read_text())
-    (version,) = {int(step.get("model_version", -1)) for step in parsed["ensemble_scheduling"]["step"]}
-    return version
+    return max(int(step.get("model_version", -1)) for step in parsed["ensemble_scheduling"]["step"])
 
 
 def _publish(staging: Path, repo: Path, steps: list[str], ensemble: str, version: int) -> None:
