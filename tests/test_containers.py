@@ -69,7 +69,7 @@ def test_serving_image_installs_what_the_python_steps_import_and_nothing_the_mod
     assert packages <= set(pins), "every serving package is pinned in requirements.txt (the constraints)"
     assert "COPY requirements.txt" in text and "-c /tmp/constraints.txt ${SERVE_PACKAGES}" in text
     assert re.search(rf"HEALTHCHECK .*\n.*http://127\.0\.0\.1:8000{READY}", text)
-    assert 'ENTRYPOINT ["tritonserver", "--model-repository=/models"]' in text
+    assert 'ENTRYPOINT ["tritonserver", "--model-repository=/models/repository"]' in text
     assert re.search(r"^USER 1000$", text, re.M), "the server does not run as root"
 
 
@@ -89,6 +89,8 @@ def test_training_image_runs_the_pipeline_with_the_projects_pins():
     for module in modules:
         assert (ROOT / module.replace(".", "/")).with_suffix(".py").exists() or (ROOT / module / "__main__.py").exists()
     assert "--device \"$DEVICE\" --torch-runtime libtorch" in job and 'DEVICE="${DEVICE:-gpu}"' in job
+    # export stages and locks beside its repository: a folder of the volume keeps its renames on one filesystem
+    assert "REPO=/models/repository" in job and job.count('--repo "$REPO"') == 2 and "--repo /models " not in job
 
 
 def test_compose_wires_export_server_client_and_perf_analyzer():
