@@ -26,6 +26,8 @@ import time
 import warnings
 from pathlib import Path
 
+from bench.output import write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "training" / "configs"
 USER_CONTEXT = ["age_first", "gender_first", "occupation_first"]  # ML-1M user features (not in the "side information")
@@ -62,7 +64,7 @@ def write_specs(data: Path, path: Path) -> None:
         for config, overrides in VARIANTS.values():
             exclude = load_config(CONFIGS / f"{config}.yaml", overrides).model.exclude_features
             specs[json.dumps(sorted(exclude))] = dataclasses.asdict(feature_spec(data, tuple(exclude)))
-    path.write_text(json.dumps(specs, indent=1) + "\n")
+    write_json(path, specs)
 
 
 def train_with_specs(specs: Path, argv: list[str]) -> None:
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                 row["log_tail"] = (args.out / f"{run.name}.log").read_text()[-2000:]
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in ("history", "overrides")}), flush=True)
-            (args.out / "accuracy.json").write_text(json.dumps(rows, indent=1) + "\n")
+            write_json(args.out / "accuracy.json", rows)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pandas as pd
 
 import training  # noqa: F401  (first: silences Merlin's CPU-mode warnings)
 import nvtabular as nvt
+from bench.output import write_json
 from training.datasets.synthetic import COLUMNS, SyntheticConfig, generate_events
 from training.workflow import WorkflowOptions, build_workflow, fit_workflow
 
@@ -98,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         result["nvtabular_stock"] = {k: median_of(stock, k) for k in ("fit_s", "transform_s", "total_s")}
         result["speedup"] = round(result["nvtabular_stock"]["total_s"] / result["hf4rec"]["total_s"], 1)
     print(json.dumps(result, indent=1))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "prepare_speed.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(RESULTS / "prepare_speed.json", result)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 fitted workflow and the same model.pt, on one Triton (CPU), driven by perf_analyzer over gRPC.
 
     PYTHONPATH=. .venv/bin/python -m bench.serving --run RUN [--sessions 300] [--concurrency 1,2,4]
-        [--requests 200] [--out build/bench/serving]
+        [--requests 200] [--out build/bench/serving] [--torch-runtime python|libtorch] [--triton-home DIR]
 
-OUT/repo is our export (python runner), OUT/merlin_repo bench/merlin_reference's build on
+OUT/repo is our export, its model step under --torch-runtime (the python runner by default: this
+machine's Triton has no libtorch backend; `libtorch`, the export's default, needs a --triton-home
+laid out as .triton/ whose backends/ holds pytorch/, e.g. one built from the NGC image's
+backends; default: HF4REC_TRITON_HOME or .triton/), OUT/merlin_repo bench/merlin_reference's build on
 OUT/repo/hf4rec_model/1/model.pt. Each request is one held-out session of the run's dataset, sent whole
 (all its events but the last) to every step. Writes OUT/inputs/*.json (perf_analyzer
 --input-data), OUT/serving.json, and prints the table, the ratios the targets are stated in, each
@@ -23,6 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.output import write_json
+from export.configs import BACKENDS
+from serve.layout import TritonLayout
+from training.run_dir import replace_file
+
 NAME = "hf4rec"
 STEPS = {"a": NAME, "b": f"{NAME}_model", "c": f"{NAME}_transform", "d": "executor_model",  # d: merlin's entry point
          "a_ascii": NAME}  # the ensemble on d's sessions (merlin takes ASCII only; those run shorter)
@@ -32,27 +40,42 @@ STATS = ("queue", "compute_input", "compute_infer", "compute_output")  # Triton'
 TARGETS = {"c_p50_ms_at_1": 1.0, "a_over_b_p50": 1.5, "a_over_d_throughput": 20.0}
 
 
-def perf_analyzer(url: str, model: str, input_data: Path, report: Path, requests: int,
+def perf_analyzer(layout: TritonLayout, url: str, model: str, input_data: Path, report: Path, requests: int,
                   concurrency: int = 1, max_trials: int = 5) -> dict:
     """One perf_analyzer measurement (count windows of `requests`): requests/s, p50 and p99 ms."""
-    from serve.layout import TritonLayout
-
-    layout = TritonLayout(TritonLayout.default_home())
-    command = [str(layout.perf_analyzer), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
-               "--concurrency-range", str(concurrency), "--measurement-mode", "count_windows",
-               "--measurement-request-count", str(requests), "-s", "50", "--max-trials", str(max_trials),
-               "-f", str(report)]
-    result = subprocess.run(command, env=layout.process_env(), capture_output=True, text=True, timeout=900)
-    if result.returncode != 0 and "Failed to obtain stable measurement" in result.stdout:  # noisy cores: longer windows
-        command[command.index("--measurement-request-count") + 1] = str(2 * requests)
+    def measure(csv: Path) -> None:
+        command = [str(layout.perf_analyzer), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(input_data),
+                   "--concurrency-range", str(concurrency), "--measurement-mode", "count_windows",
+                   "--measurement-request-count", str(requests), "-s", "50", "--max-trials", str(max_trials),
+                   "-f", str(csv)]
         result = subprocess.run(command, env=layout.process_env(), capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise RuntimeError(f"perf_analyzer -m {model} failed ({result.returncode}):\n"
-                           f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        if result.returncode != 0 and "Failed to obtain stable measurement" in result.stdout:  # noisy cores: longer windows
+            command[command.index("--measurement-request-count") + 1] = str(2 * requests)
+            result = subprocess.run(command, env=layout.process_env(), capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(f"perf_analyzer -m {model} failed ({result.returncode}):\n"
+                               f"{result.stdout[-3000:]}{result.stderr[-3000:]}")
+
+    replace_file(report, measure)
     header, row = report.read_text().strip().splitlines()[:2]
     measured = dict(zip(header.split(","), row.split(",")))
     return {"requests_per_s": float(measured["Inferences/Second"]),
             "p50_ms": float(measured["p50 latency"]) / 1e3, "p99_ms": float(measured["p99 latency"]) / 1e3}
+
+
+def server_layout(home: Path, torch_runtime: str) -> TritonLayout:
+    """The Triton at `home`, refused in one line unless it has every backend this export loads."""
+    layout = TritonLayout(Path(home))
+    for tool in (layout.tritonserver, layout.perf_analyzer):
+        if not tool.is_file():
+            raise SystemExit(f"bench.serving: --triton-home {home}: expected {tool.relative_to(layout.home)} there, found none")
+    # the transform and top-k steps always run in the python backend; the model step in the runtime's
+    needed = list(dict.fromkeys([BACKENDS["python"], BACKENDS[torch_runtime]]))
+    missing = [name for name in needed if not (layout.backend_dir / name / f"libtriton_{name}.so").is_file()]
+    if missing:
+        raise SystemExit(f"bench.serving: --triton-home {home}: --torch-runtime {torch_runtime} needs the backends "
+                         f"{needed} in {layout.backend_dir}, missing {missing}")
+    return layout
 
 
 def statistics(url: str) -> dict:
@@ -125,7 +148,7 @@ def write_inputs(folder: Path, url: str, spec, repo: Path, sessions, reference: 
         entries["b"].append(perf_entry({name: transformed[name] for name in model_inputs}))
     entries["a_ascii"] = [entry for batch, entry in zip(batches, entries["a"]) if batch.session_ids[0] in ascii_keys]
     for step, data in entries.items():
-        paths[step].write_text(json.dumps({"data": data}))
+        write_json(paths[step], {"data": data}, indent=None)
     lengths = [int(b.inputs["event_count"][0, 0]) for b in batches]
     merlin_lengths = [session["shape"][0] for session in merlin_sessions]
     return {"paths": {step: str(path) for step, path in paths.items()},
@@ -175,8 +198,13 @@ def main(argv=None) -> None:
     parser.add_argument("--concurrency", default="1,2,4", help="perf_analyzer concurrencies, comma-separated")
     parser.add_argument("--requests", type=int, default=200, help="requests per measurement window")
     parser.add_argument("--out", type=Path, default=Path("build/bench/serving"))
+    parser.add_argument("--torch-runtime", choices=sorted(BACKENDS), default="python",
+                        help="the model step's runtime (libtorch: the export's default; needs its backend in --triton-home)")
+    parser.add_argument("--triton-home", type=Path, default=TritonLayout.default_home(),
+                        help="the Triton to serve with, laid out as .triton/ (bin/, backends/, lib/, installed.json)")
     args = parser.parse_args(argv)
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    layout = server_layout(args.triton_home, args.torch_runtime)
 
     from bench.merlin_reference.build import build_repository
     from export.repository import ExportOptions, export
@@ -188,11 +216,11 @@ def main(argv=None) -> None:
     repo, merlin_repo = args.out / "repo", args.out / "merlin_repo"
     for folder in (repo, merlin_repo):  # generated here: a rerun starts from version 1 again
         shutil.rmtree(folder, ignore_errors=True)
-    export(args.run, repo, ExportOptions(name=NAME, torch_runtime="python", max_batch_size=64, top_k=TOP_K))
+    export(args.run, repo, ExportOptions(name=NAME, torch_runtime=args.torch_runtime, max_batch_size=64, top_k=TOP_K))
     model_pt = repo / STEPS["b"] / "1" / "model.pt"
     reference = build_repository(args.run, model_pt, merlin_repo, TOP_K)  # the very same model.pt file
     results = []
-    with TritonServer(repo, log_path=args.out / "server.log",
+    with TritonServer(repo, log_path=args.out / "server.log", layout=layout,
                       extra_args=(f"--model-repository={merlin_repo.resolve()}",)) as server:
         url = server.grpc_url
         from client.recommender import RecommenderClient
@@ -205,16 +233,17 @@ def main(argv=None) -> None:
         for concurrency in concurrencies:  # all steps at one concurrency close in time: their ratios compare
             for step, model in STEPS.items():
                 before, cpu_before = statistics(url), cpu_seconds(server)
-                measured = perf_analyzer(url, model, Path(inputs["paths"][step]),
+                measured = perf_analyzer(layout, url, model, Path(inputs["paths"][step]),
                                          args.out / f"perf_{step}_{concurrency}.csv", args.requests, concurrency)
                 times = step_times(before, statistics(url))
                 results.append({"step": step, "model": model, "concurrency": concurrency, **measured, "server": times,
                                 "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_seconds(server),
                                                                       times[model]["requests"])})
                 print(f"{step} {model} c={concurrency}: {measured}", flush=True)
-    report = {"run": str(args.run), "model_pt": str(model_pt), "requests_per_window": args.requests,
+    report = {"run": str(args.run), "model_pt": str(model_pt), "torch_runtime": args.torch_runtime,
+              "triton_home": str(layout.home), "requests_per_window": args.requests,
               "inputs": inputs, "results": results, "ratios": ratios(results), "targets": TARGETS}
-    (args.out / "serving.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out / "serving.json", report)
     print(render(report))
 
 

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.output import write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -81,8 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                 row = {"config": name, "d_model": d_model, "amp": amp, **json.loads(completed.stdout.strip().splitlines()[-1])}
                 rows.append(row)
                 print(f"{name:14s} d={d_model:<4d} {amp:5s} {row['sequences_per_s']:8.1f} seq/s  peak {row['peak_rss_mib']:7.0f} MiB", flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_speed.json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_json(RESULTS / "train_speed.json", rows)
 
 
 if __name__ == "__main__":

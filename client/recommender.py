@@ -3,6 +3,8 @@
 The ensemble's contract (model_repository/README.md) is read from the server on first use;
 requests are built by `client.sessions`. Only UNAVAILABLE answers and connection errors are
 retried (exponential backoff); a refused request (INVALID_ARG) is raised at once.
+`recommend_async` keeps at most `max_in_flight` requests open; on the first error it cancels
+the others, waits until they have ended, closes its channel and raises that error.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from client.sessions import RequestSpec, SessionBatch, session_batches
 PROTOCOLS = ("grpc", "http")
 OUTPUTS = ("item_ids", "scores")  # the contract's outputs per session, best first
 READY_POLL_S = 0.2  # how often wait_ready asks again
+MAX_IN_FLIGHT = 8  # recommend_async's requests open at once: enough for the server's dynamic batcher
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,13 @@ def is_unavailable(error: BaseException) -> bool:
 
 class RecommenderClient:
     def __init__(self, url: str, protocol: str = "grpc", model: str = "hf4rec",
-                 timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.2):
+                 timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.2,
+                 max_in_flight: int = MAX_IN_FLIGHT):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol: expected one of {list(PROTOCOLS)}, got {protocol!r}")
-        self.url, self.protocol, self.model = url, protocol, model
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, (int, np.integer)) or max_in_flight < 1:
+            raise ValueError(f"max_in_flight: expected an integer >= 1 (requests open at once), got {max_in_flight!r}")
+        self.url, self.protocol, self.model, self.max_in_flight = url, protocol, model, int(max_in_flight)
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self._triton = importlib.import_module(f"tritonclient.{protocol}")  # only the protocol in use is imported
         if protocol == "grpc":
@@ -100,7 +106,9 @@ class RecommenderClient:
         return answers
 
     async def recommend_async(self, events, k: int = 10) -> dict:
-        """As `recommend`, with the batches sent concurrently over an asyncio client."""
+        """As `recommend`, with up to `max_in_flight` batches in flight over an asyncio client.
+        The first error is raised once every other request has been cancelled or has ended; the
+        asyncio client is this call's own, so this object stays usable."""
         aio = importlib.import_module(f"tritonclient.{self.protocol}.aio")
         if self.protocol == "grpc":
             client = aio.InferenceServerClient(self.url)
@@ -113,11 +121,11 @@ class RecommenderClient:
                 self._spec = self._read_spec(metadata, config)
             batches = session_batches(events, self._spec, k)
 
-            async def send(batch: SessionBatch):
-                return await self._retrying_async(lambda: client.infer(
+            def send(batch: SessionBatch):
+                return lambda: self._retrying_async(lambda: client.infer(
                     self.model, self._infer_inputs(aio, batch), outputs=self._outputs(aio), **self._timeout()))
 
-            results = await asyncio.gather(*(send(batch) for batch in batches))
+            results = await bounded_gather([send(batch) for batch in batches], self.max_in_flight)
         answers = {}
         for batch, result in zip(batches, results):
             answers.update(_recommendations(batch, result))
@@ -160,6 +168,34 @@ class RecommenderClient:
                 if attempt == self.retries or not is_unavailable(error):
                     raise
             await asyncio.sleep(self.backoff_s * 2 ** attempt)
+
+
+async def bounded_gather(calls: list, limit: int) -> list:
+    """Await `calls` (coroutine functions), at most `limit` at a time; their results in order.
+    On the first error the rest are cancelled and awaited to their end, then that error is raised."""
+    results, errors, queue = [None] * len(calls), [], iter(enumerate(calls))
+    if not calls:
+        return results
+
+    async def worker() -> None:
+        for index, call in queue:  # one shared iterator: each call is taken by one worker
+            try:
+                results[index] = await call()
+            except BaseException as error:
+                errors.append(error)  # in the order they happened: the first one is raised
+                raise
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(limit, len(calls)))]
+    try:
+        await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+    finally:  # also when this call is cancelled: no worker outlives it
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    first = next((error for error in errors if not isinstance(error, asyncio.CancelledError)), None)
+    if first is not None:
+        raise first
+    return results
 
 
 def _recommendations(batch: SessionBatch, result) -> dict:

@@ -7,11 +7,12 @@ sequence key repeated on each), so an entry is a session's events, column by col
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bench.output import write_json
 
 
 def _is_ascii(column: pd.Series) -> bool:
@@ -49,5 +50,5 @@ def write_perf_input(events: pd.DataFrame, path: Path, inputs: dict[str, str], s
         n_events += len(session)
     if not entries:
         raise ValueError(f"events: no session to write ({skipped} left out for non-ASCII strings)")
-    Path(path).write_text(json.dumps({"data": entries}))
+    write_json(path, {"data": entries}, indent=None)
     return {"sessions": len(entries), "skipped": skipped, "events": n_events}

@@ -7,13 +7,19 @@ Runs in the peer venv (`make bench-t4r-env` builds .venv-t4r):
         --minutes 25 --out bench/results/t4r_gpt2_clm.json
 
 Item ids only (the issue's side-by-side setting); d_model, layers, heads, max length, batch
-size and learning rate as given. Not a test: it measures.
+size, AdamW's rate, decay, betas and clipping as given, under hf4rec's schedule (its own
+`lr_lambda`: warmup, then decay that follows the time budget's clock) and the last weights
+scored; training epochs timed by bench/t4r/definitions.py's clock, as hf4rec's side is. Not a
+test: it measures.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # training.metrics needs only torch
 
+import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import transformers4rec.torch as tr  # noqa: E402
 from merlin.io import Dataset  # noqa: E402
@@ -30,8 +37,8 @@ from transformers4rec.config.trainer import T4RecTrainingArguments  # noqa: E402
 from transformers4rec.torch.ranking_metric import NDCGAt, RecallAt  # noqa: E402
 from transformers4rec.torch.utils.data_utils import MerlinDataLoader  # noqa: E402
 
+from bench.t4r.definitions import WEIGHTS, EpochClock, lr_lambda, parameter_groups, settings  # noqa: E402
 from training.metrics import ranking_metrics, target_ranks  # noqa: E402
-
 
 
 class StepTimer(TrainerCallback):
@@ -50,13 +57,51 @@ class StepTimer(TrainerCallback):
 
 
 class TimeBudget(TrainerCallback):
+    """Stops training when the budget is spent; `spent()` is the share used so far (the schedule's clock),
+    counted from the start of training as hf4rec counts it."""
+
     def __init__(self, seconds: float):
-        self.deadline = time.perf_counter() + seconds
+        self.seconds, self.started = seconds, time.perf_counter()
+
+    def spent(self) -> float:
+        return (time.perf_counter() - self.started) / self.seconds
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+        return control
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.perf_counter() > self.deadline:
+        if self.spent() >= 1.0:
             control.should_training_stop = True
         return control
+
+
+class EpochTimer(TrainerCallback):
+    """Feeds the shared EpochClock the span of each training epoch (batch loading included)."""
+
+    def __init__(self, clock: EpochClock):
+        self.clock = clock
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.clock.begin()
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.clock.end()
+        return control
+
+
+class CountingTrainer(tr.Trainer):
+    """Counts the sequences of every training step (a last short batch counts its real rows, as hf4rec's side)."""
+
+    def __init__(self, clock: EpochClock, **kwargs):
+        super().__init__(**kwargs)
+        self.clock = clock
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        features, _ = inputs
+        self.clock.step(len(next(iter(features.values()))))
+        return super().compute_loss(model, inputs, return_outputs)
 
 
 def build_model(schema, architecture: str, task: str, d_model: int, n_layers: int, n_heads: int, max_length: int):
@@ -127,47 +172,64 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.001)
+    parser.add_argument("--lr", type=float, default=0.001, help="AdamW's peak rate")
+    parser.add_argument("--weight-decay", type=float, default=0.1, help="on matrices only, as hf4rec")
+    parser.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98))
+    parser.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm")
+    parser.add_argument("--schedule", default="cosine", help="hf4rec's train.schedule")
+    parser.add_argument("--warmup-steps", type=int, default=100, help="hf4rec's train.warmup_steps")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--minutes", type=float, default=25.0)
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--speed-steps", type=int, default=0, help="only measure: sequences/s over this many steps (no scoring)")
-    parser.add_argument("--warmup-steps", type=int, default=3, help="steps before --speed-steps starts counting")
+    parser.add_argument("--warmup-timing-steps", type=int, default=3, help="steps before --speed-steps starts counting")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.speed_steps:
-        args.max_steps, args.minutes = args.warmup_steps + args.speed_steps, 1e9
+        args.max_steps, args.minutes = args.warmup_timing_steps + args.speed_steps, 1e9
     warnings.simplefilter("ignore")
     schema = Dataset(str(args.data / "train"), engine="parquet").schema.select_by_tag(Tags.ITEM_ID)
     model = build_model(schema, args.architecture, args.task, args.d_model, args.layers, args.heads, args.max_length)
+    train_path = args.data / "train" / "part_0.parquet"
+    # hf4rec's optimizer and schedule: decay on matrices only; warmup, then decay over the planned
+    # steps or the time budget's clock, whichever runs out first
+    budget = TimeBudget(60 * args.minutes)
+    steps_per_epoch = math.ceil(pq.read_metadata(train_path).num_rows / args.batch_size)
+    total = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.epochs
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr, betas=tuple(args.betas))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.schedule, args.warmup_steps, total, budget.spent))
     training_args = T4RecTrainingArguments(
-        output_dir=str(args.out.with_suffix(".trainer")), max_sequence_length=args.max_length, data_loader_engine="merlin",
+        output_dir=tempfile.mkdtemp(prefix="t4r-trainer-"),  # save_strategy "no": nothing is written there
+        max_sequence_length=args.max_length, data_loader_engine="merlin",
         num_train_epochs=args.epochs, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr, no_cuda=True, report_to=[], logging_steps=50, save_strategy="no", seed=0,
+        learning_rate=args.lr, max_grad_norm=args.clip_grad, no_cuda=True, report_to=[], logging_steps=50,
+        save_strategy="no", seed=0,
     )
-    timer = StepTimer(args.warmup_steps)
-    trainer = tr.Trainer(model=model, args=training_args, schema=schema, compute_metrics=True,
-                         callbacks=[TimeBudget(60 * args.minutes), timer])
-    trainer.train_dataset_or_path = str(args.data / "train" / "part_0.parquet")
-    started = time.perf_counter()
+    timer, clock = StepTimer(args.warmup_timing_steps), EpochClock()
+    trainer = CountingTrainer(clock, model=model, args=training_args, schema=schema, compute_metrics=True,
+                              callbacks=[budget, timer, EpochTimer(clock)], optimizers=(optimizer, scheduler))
+    trainer.train_dataset_or_path = str(train_path)
     trainer.train()
-    seconds = time.perf_counter() - started
+    shutil.rmtree(training_args.output_dir, ignore_errors=True)
     if args.speed_steps:
         result = {"library": "transformers4rec 23.12", "sequences_per_s": timer.steps * args.batch_size / timer.seconds, "steps": timer.steps}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result) + "\n")
+        args.out.write_text(json.dumps(result) + "\n")  # compare_t4r renames it into place
         print(json.dumps(result))
         return
+    ran_with = settings(
+        data=str(args.data.resolve()), architecture=args.architecture, task=args.task, d_model=args.d_model,
+        n_layers=args.layers, n_heads=args.heads, max_length=args.max_length, batch_size=args.batch_size, lr=args.lr,
+        minutes=args.minutes, schedule=args.schedule, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+        betas=args.betas, clip_grad=args.clip_grad, weights=WEIGHTS)  # WEIGHTS: the model as training left it
     result = {
-        "library": "transformers4rec 23.12", "architecture": args.architecture, "task": args.task,
-        # HF's own samples/s assumes every planned epoch ran; the time budget stops earlier
-        "train_seconds": seconds, "train_samples_per_second": trainer.state.global_step * args.batch_size / seconds,
-        "epochs": trainer.state.epoch, "steps": trainer.state.global_step,
+        "library": "transformers4rec 23.12", "settings": ran_with, "precision": "none",  # float32, as hf4rec's train.amp=none
+        **clock.report(), "epochs": trainer.state.epoch,
         "test": score_test(model, schema, str(args.data / "test" / "part_0.parquet"), args.max_length,
                            json.loads((args.data / "prepared.json").read_text())["special_codes"]["first_value"]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    args.out.write_text(json.dumps(result, indent=1) + "\n")  # compare_t4r renames it into place
     print(json.dumps(result, indent=1))
 
 
