@@ -50,13 +50,19 @@ def kept_events(model: NextItemModel) -> int:
 def follow_input_device(traced: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     """Make a traced module run on its inputs' device. The tracer records every `device=x.device`
     and `.to(x.device)` (the HF bodies' masks and positions, torch's GRU state) as a constant
-    device, which would pin the model to the device it was traced on (cuda:0 for any GPU):
-    the forward is inlined and each such constant becomes the device of its first input."""
-    graph = traced.graph
-    torch._C._jit_pass_inline(graph)
-    pinned = [node for node in graph.findAllNodes("prim::Constant") if node.output().type().kind() == "DeviceObjType"]
-    if pinned:
-        device = graph.create("prim::device", [list(graph.inputs())[1]])  # inputs()[0] is the module
+    device, which would pin the model to the device it was traced on (cuda:0 for any GPU): in
+    each traced forward, such constants become the device of its first tensor input."""
+    for module in traced.modules():
+        if not module._c._has_method("forward"):  # a submodule the trace never called
+            continue
+        graph = module.graph
+        pinned = [node for node in graph.findAllNodes("prim::Constant") if node.output().type().kind() == "DeviceObjType"]
+        tensors = [value for value in graph.inputs() if value.type().kind() == "TensorType"]
+        if not pinned:
+            continue
+        if not tensors:
+            raise ExportError(f"{module.original_name}: a traced forward without tensor inputs pins a device")
+        device = graph.create("prim::device", [tensors[0]])
         device.output().setType(torch._C.DeviceObjType.get())
         device.insertBefore(next(iter(graph.nodes())))
         for node in pinned:
