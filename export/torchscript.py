@@ -73,7 +73,7 @@ def follow_input_device(traced: torch.jit.ScriptModule) -> torch.jit.ScriptModul
 
 @torch.jit.script
 def trim_padding(item: torch.Tensor, lists: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Drop the trailing columns that are padding in every row (inputs are right-padded with 0)."""
+    """Drop the trailing columns that are padding (0) in every row (the transform pads on the right)."""
     columns = torch.arange(1, item.shape[1] + 1, device=item.device)
     width = max(int(((item != 0).any(dim=0).long() * columns).max()), 1)
     return [values[:, :width] for values in lists]
@@ -210,8 +210,8 @@ def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = follow_input_device(torch.jit.trace(serving, example, check_trace=False))
-    checks = [(lengths, width, "right") for lengths, width in  # as the transform step sends them
-              (([1], None), ([kept, 1, 2], None), ([min(7, kept)] * 9, None), ([kept] * 2, None), ([1], kept), ([min(4, kept), 2, 1], kept))]
+    sent = (([1], None), ([kept, 1, 2], None), ([min(7, kept)] * 9, None), ([kept] * 2, None), ([1], kept), ([min(4, kept), 2, 1], kept))
+    checks = [(lengths, width, "right") for lengths, width in sent]  # as the transform step sends them
     checks += [([kept, min(4, kept), 1, 2], kept, padding) for padding in ("left", "inside")]  # what other clients may send
     checks += [([kept + 2, 1, min(3, kept)], kept + 3, padding) for padding in PADDINGS]  # wider, and longer sessions, than kept
     for lengths, width, padding in checks:

@@ -17,7 +17,8 @@ BODIES = [("gpt2", "clm"), ("bert", "mlm"), ("xlnet", "plm"), ("gru", "clm")]  #
 
 def _model(architecture: str, task: str) -> NextItemModel:
     torch.manual_seed(0)
-    return NextItemModel(SPEC, ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=1, n_heads=2, max_length=10)).eval()
+    config = ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=1, n_heads=2, max_length=10)
+    return NextItemModel(SPEC, config).eval()
 
 
 class _NextItemScores(nn.Module):
@@ -30,7 +31,8 @@ class _NextItemScores(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         lists = set(self.model.spec.list_columns)
-        return self.model.next_item_scores({name: value if name in lists else value.reshape(-1) for name, value in zip(self.names, inputs)})
+        batch = {name: value if name in lists else value.reshape(-1) for name, value in zip(self.names, inputs)}
+        return self.model.next_item_scores(batch)
 
 
 @pytest.mark.parametrize("architecture,task", BODIES)

@@ -170,7 +170,8 @@ def _last_events(columns: list[torch.Tensor], mask: torch.Tensor, n: int) -> tup
 
 
 def keep_last(batch: dict[str, torch.Tensor], mask: torch.Tensor, n: int, list_columns) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Keep each right-padded row's last `n` real events (right-padded, width <= n)."""
+    """Keep each right-padded row's last `n` real events (right-padded, width <= n); no value is
+    read on the host."""
     columns, kept = _last_events([batch[name] for name in list_columns], mask, n)
     return {**batch, **dict(zip(list_columns, columns))}, kept
 
@@ -232,7 +233,8 @@ class NextItemModel(nn.Module):
         lengths = mask.sum(1)
         out = {name: torch.cat([batch[name], torch.zeros_like(batch[name][:, :1])], dim=1) for name in self.spec.list_columns}
         at_slot = positions_like(out[self.spec.item]) == lengths[:, None]
-        out = {**batch, **{name: values.masked_fill(at_slot, 0) for name, values in out.items()}}  # the next event's side features are unknown
+        # the next event's side features are unknown
+        out = {**batch, **{name: values.masked_fill(at_slot, 0) for name, values in out.items()}}
         out[self.spec.item] = out[self.spec.item].masked_fill(at_slot, self.inputs.mask_code)
         return out, lengths
 
