@@ -3,13 +3,17 @@
     forward(item_id_list, genres_list, ..., age_first, ..., [seen_items]) ->
         (item_codes [B, max_k] int64, item_scores [B, max_k] float32), best first
 
-List inputs are [B, L] right-padded (0 = padding) with L <= the events the model keeps;
-context inputs are [B, 1]. Under those two promises `NextItemModel.next_item_scores` takes
-fixed branches (nothing to compact, nothing to cut), so tracing it records one graph that
-holds for every batch size and width; `trace` checks that on other shapes before returning.
-The transform step sends every session padded to the kept events (one shape, so requests
-batch); `trim_padding`, a script function the trace calls, first cuts the padding columns
-all rows share, so a short session costs what its length costs.
+List inputs are [B, L] (0 = padding), padded anywhere (right, left, inside a session), of any
+width L (a session longer than the model keeps is cut to its last events); context inputs are
+[B, 1]. `NextItemModel.next_item_scores` branches on no data (compaction is always a sort) and
+its one branch on the width (`keep_last`) is a script function, so tracing it records one
+graph that holds for every batch size, width and padding; `trace` checks right-, left- and
+inside-padded batches, also wider than the kept events, against eager before returning.
+`follow_input_device` turns the devices the tracer records into the inputs' device: a model
+traced on the CPU or cuda:0 runs on whichever device Triton places it (any GPU of a KIND_GPU
+instance group). The transform step sends every session right-padded to the kept events (one
+shape, so requests batch); `trim_padding`, a script function the trace calls, first cuts the
+padding columns all rows share, so a short session costs what its length costs.
 The top-k runs here, where the scores are (on the GPU: no [B, catalog] matrix leaves it):
 special codes (pad, null, OOV) score -inf, as offline; with exclude_seen the session's items
 too (`seen_items` [B, S] when the workflow keeps more events than the model reads, else the
@@ -43,9 +47,33 @@ def kept_events(model: NextItemModel) -> int:
     return model.config.max_length - int(model.appends_mask)
 
 
+def follow_input_device(traced: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """Make a traced module run on its inputs' device. The tracer records every `device=x.device`
+    and `.to(x.device)` (the HF bodies' masks and positions, torch's GRU state) as a constant
+    device, which would pin the model to the device it was traced on (cuda:0 for any GPU): in
+    each traced forward, such constants become the device of its first tensor input."""
+    for module in traced.modules():
+        if not module._c._has_method("forward"):  # a submodule the trace never called
+            continue
+        graph = module.graph
+        pinned = [node for node in graph.findAllNodes("prim::Constant") if node.output().type().kind() == "DeviceObjType"]
+        tensors = [value for value in graph.inputs() if value.type().kind() == "TensorType"]
+        if not pinned:
+            continue
+        if not tensors:
+            raise ExportError(f"{module.original_name}: a traced forward without tensor inputs pins a device")
+        device = graph.create("prim::device", [tensors[0]])
+        device.output().setType(torch._C.DeviceObjType.get())
+        device.insertBefore(next(iter(graph.nodes())))
+        for node in pinned:
+            node.output().replaceAllUsesWith(device.output())
+            node.destroy()
+    return traced
+
+
 @torch.jit.script
 def trim_padding(item: torch.Tensor, lists: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Drop the trailing columns that are padding in every row (inputs are right-padded with 0)."""
+    """Drop the trailing columns that are padding (0) in every row (the transform pads on the right)."""
     columns = torch.arange(1, item.shape[1] + 1, device=item.device)
     width = max(int(((item != 0).any(dim=0).long() * columns).max()), 1)
     return [values[:, :width] for values in lists]
@@ -122,13 +150,29 @@ def _serving_class(names: list[str]) -> type:
     return type("ServingModel", (_Serving,), {"forward": namespace["forward"]})
 
 
+PADDINGS = ("right", "left", "inside")  # where example sessions put their padding
+
+
+def _padded_order(lengths: torch.Tensor, width: int, padding: str) -> torch.Tensor:
+    """Source columns [B, width] that move right-padded rows' events to `padding`'s places:
+    events keep their order, the first `head` of them stay at the front, the rest go to the end."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding: expected one of {list(PADDINGS)}, got {padding!r}")
+    n = lengths[:, None]
+    head = {"right": n, "left": torch.zeros_like(n), "inside": (n + 1) // 2}[padding]
+    column = torch.arange(width)[None, :]
+    return torch.where(column < head, column, torch.where(column < width - (n - head), column + n - head, column - (width - n)))
+
+
 def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Generator, device="cpu",
-                   width: int | None = None, seen_width: int | None = None) -> tuple:
-    """Random inputs with the given real lengths, right-padded to `width` (default: the longest)
-    (valid codes, finite values); with `seen_width`, seen items [B, seen_width] last."""
+                   width: int | None = None, seen_width: int | None = None, padding: str = "right") -> tuple:
+    """Random inputs with the given real lengths, padded to `width` (default: the longest) on the
+    right, the left or inside the session (valid codes, finite values); with `seen_width`,
+    seen items [B, seen_width] last."""
     spec = model.spec
     width = width or max(lengths)
     real = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    order = _padded_order(torch.tensor(lengths), width, padding)
     batch = len(lengths)
     inputs = []
     for name in spec.list_columns:
@@ -139,6 +183,7 @@ def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Ge
             cardinality = spec.item_cardinality if name == spec.item else spec.categorical[name]
             codes = torch.randint(min(FIRST_ITEM_CODE, cardinality - 1), cardinality, (batch, width), generator=generator)
             inputs.append(torch.where(real, codes, torch.zeros_like(codes)))
+    inputs = [torch.gather(values, 1, order) for values in inputs]
     for name in spec.context_categorical:
         inputs.append(torch.randint(0, spec.context_categorical[name], (batch, 1), generator=generator))
     for name in spec.context_continuous:
@@ -152,7 +197,7 @@ def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Ge
 def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int | None = None, device: str = "cpu",
           precision: str = "fp32") -> torch.jit.ScriptModule:
     """Trace the serving forward on a small example and check it against eager on other
-    batch sizes and widths (up to the kept events). `seen_width`: the seen items come as an
+    batch sizes, widths and paddings. `seen_width`: the seen items come as an
     extra input that wide (exclude_seen, when the workflow keeps more events than the model)."""
     model = model.eval().to(device=device, dtype=PRECISIONS[precision])
     seen_input = bool(exclude_seen and seen_width)
@@ -164,16 +209,20 @@ def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int 
     example = example_inputs(model, [min(5, kept), min(3, kept)], generator, device, width=kept, seen_width=seen)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(serving, example, check_trace=False)
-    for lengths, width in (([1], None), ([kept, 1, 2], None), ([min(7, kept)] * 9, None), ([kept] * 2, None),
-                           ([1], kept), ([min(4, kept), 2, 1], kept)):  # as the transform step sends them
-        inputs = example_inputs(model, lengths, generator, device, width, seen)
+        traced = follow_input_device(torch.jit.trace(serving, example, check_trace=False))
+    sent = (([1], None), ([kept, 1, 2], None), ([min(7, kept)] * 9, None), ([kept] * 2, None), ([1], kept), ([min(4, kept), 2, 1], kept))
+    checks = [(lengths, width, "right") for lengths, width in sent]  # as the transform step sends them
+    checks += [([kept, min(4, kept), 1, 2], kept, padding) for padding in ("left", "inside")]  # what other clients may send
+    checks += [([kept + 2, 1, min(3, kept)], kept + 3, padding) for padding in PADDINGS]  # wider, and longer sessions, than kept
+    for lengths, width, padding in checks:
+        inputs = example_inputs(model, lengths, generator, device, width, seen, padding)
         with torch.no_grad():
             (want_codes, want_scores), (codes, scores) = serving(*inputs), traced(*inputs)
         # fp32: the same items; bf16/fp16 kernels round differently, so near-ties may swap: scores must agree
         tolerance = TOLERANCES[precision]
         if not ((precision != "fp32" or torch.equal(want_codes, codes)) and torch.equal(want_scores.isinf(), scores.isinf()) and
                 torch.allclose(want_scores.nan_to_num(0, 0, 0), scores.nan_to_num(0, 0, 0), atol=tolerance, rtol=tolerance)):
-            raise ExportError(f"traced model differs from the eager model on sessions of lengths {lengths}; "
+            raise ExportError(f"traced model differs from the eager model on sessions of lengths {lengths} ({padding}-padded "
+                              f"to {width or max(lengths)}); "
                               f"{model.config.architecture} does not trace over variable shapes")
     return traced

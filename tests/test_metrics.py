@@ -9,9 +9,9 @@ import torch
 from training.metrics import ranking_metrics, target_ranks
 
 
-def test_ranks_count_strictly_higher_scores_and_special_targets_miss():
+def test_ranks_count_higher_and_tied_scores_and_special_targets_miss():
     scores = torch.tensor([[float("-inf"), 0.1, 0.9, 0.5, 0.5], [float("-inf"), 0.3, 0.2, 0.1, 0.0]])
-    assert target_ranks(scores, torch.tensor([3, 1])).tolist() == [1, 0]  # tie with item 4 counts for the target
+    assert target_ranks(scores, torch.tensor([3, 1])).tolist() == [2, 0]  # tie with item 4 counts against the target
     assert target_ranks(scores, torch.tensor([0, 4])).tolist() == [5, 3]  # -inf target: never recommended
 
 

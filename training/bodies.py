@@ -109,6 +109,11 @@ BODIES: dict[str, BodyKind] = {
 POSITIONS = ("from_start", "from_end")
 
 
+def positions_like(mask: torch.Tensor) -> torch.Tensor:
+    """Column numbers 0..L-1 of a [B, L] tensor, made from it: a trace then pins no device."""
+    return torch.ones_like(mask, dtype=torch.long).cumsum(1) - 1
+
+
 class BodyError(ValueError):
     pass
 
@@ -141,12 +146,10 @@ class SequenceBody(nn.Module):
         kwargs = dict(inputs_embeds=embeds, attention_mask=mask.long())
         if perm_mask is not None:
             kwargs.update(perm_mask=perm_mask.float(), target_mapping=target_mapping.float())
-        elif self.causal_by_perm_mask:  # perm_mask[b, i, j] = 1: event i does not see event j
-            length = embeds.shape[1]
-            future = torch.ones(length, length, device=embeds.device).triu(1)
-            kwargs["perm_mask"] = future.expand(embeds.shape[0], -1, -1)
+        positions = positions_like(mask)
+        if perm_mask is None and self.causal_by_perm_mask:  # perm_mask[b, i, j] = 1: event i does not see event j
+            kwargs["perm_mask"] = (positions[:, None, :] > positions[:, :, None]).float()
         if self.takes_positions:
-            positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
             if self.from_end:  # SASRec's left padding: the last event is always at one position, recency is explicit
                 positions = (mask.sum(1, keepdim=True) - 1 - positions).clamp(min=0)
             kwargs["position_ids"] = positions + self.position_offset

@@ -1,8 +1,11 @@
 """Full-catalog ranking metrics for next-item prediction, vectorised in torch.
 
 One relevant item per row (the next item), so Recall@k = HitRate@k, MAP@k = MRR@k and
-Precision@k = HitRate@k / k. The rank is the number of items scored strictly higher than
-the target: ties count in the target's favour, and a target that can never be
+Precision@k = HitRate@k / k. Ties count against the target: its rank is the number of items
+scored strictly higher plus the other items scored the same (a model that scores every item
+alike ranks every target last). This agrees with serving, which breaks ties to the lower
+code: a hit at k means at most k items score as high as the target, so every top-k list, the
+served and the offline one whatever their tie-break, holds it. A target that can never be
 recommended (padding, null, OOV: score -inf) is always a miss.
 """
 from __future__ import annotations
@@ -14,15 +17,15 @@ NAMES = ("ndcg", "recall", "hr", "mrr", "map", "precision")
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """0-based rank of each row's target among all items. `exclude` [B, L] holds item codes
-    removed from the ranking (e.g. the items already in the sequence): a target among them is
-    a miss, as it would never be recommended."""
+    """0-based rank of each row's target among all items, ties against it. `exclude` [B, L]
+    holds item codes removed from the ranking (e.g. the items already in the sequence): a
+    target among them is a miss, as it would never be recommended."""
     if exclude is not None:
         scores = scores.clone()
         rows = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(exclude)
         scores[rows, exclude] = float("-inf")
     target_scores = scores.gather(1, targets[:, None])
-    ranks = (scores > target_scores).sum(1)
+    ranks = (scores >= target_scores).sum(1) - 1  # the higher ones and the tied ones but the target itself
     never = ~torch.isfinite(target_scores.squeeze(1))
     return torch.where(never, torch.full_like(ranks, scores.shape[1]), ranks)
 

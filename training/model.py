@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody
+from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody, positions_like
 from training.codes import SPECIAL_CODES
 from training.features import FeatureSpec
 
@@ -148,10 +148,9 @@ def _encode_continuous(encoder: nn.Module, values: torch.Tensor) -> torch.Tensor
 
 def compact(batch: dict[str, torch.Tensor], item: str, list_columns) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Move each row's real events to the front, in order: left- or mid-padded rows become
-    right-padded. Returns the batch and the mask of real events."""
+    right-padded. Returns the batch and the mask of real events. Always the sort, no branch on
+    the data: a trace records it for any padding, and nothing waits for the device."""
     mask = batch[item] != 0
-    if not bool((mask[:, 1:] & ~mask[:, :-1]).any()):  # already right-padded
-        return batch, mask
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
     out = dict(batch)
     for name in list_columns:
@@ -159,22 +158,27 @@ def compact(batch: dict[str, torch.Tensor], item: str, list_columns) -> tuple[di
     return out, torch.gather(mask, 1, order)
 
 
+@torch.jit.script
+def _last_events(columns: list[torch.Tensor], mask: torch.Tensor, n: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """`keep_last` on a list of columns; scripted so that a traced model keeps the test on the width."""
+    if mask.shape[1] <= n:
+        return columns, mask
+    excess = (mask.sum(1) - n).clamp(min=0)  # at most width - n: the index stays inside the row
+    index = torch.arange(n, device=mask.device)[None, :] + excess[:, None]
+    kept = torch.gather(mask, 1, index)
+    return [torch.gather(values, 1, index).masked_fill(~kept, 0) for values in columns], kept
+
+
 def keep_last(batch: dict[str, torch.Tensor], mask: torch.Tensor, n: int, list_columns) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Keep each right-padded row's last `n` real events (right-padded, width <= n)."""
-    lengths = mask.sum(1)
-    width = mask.shape[1]
-    if width <= n:
-        return batch, mask
-    if int(lengths.max()) <= n:
-        return {k: (v[:, :n] if k in list_columns else v) for k, v in batch.items()}, mask[:, :n]
-    excess = (lengths - n).clamp(min=0)
-    index = (torch.arange(width, device=mask.device) + excess[:, None]).clamp(max=width - 1)[:, :n]
-    kept = torch.arange(n, device=mask.device) < (lengths - excess)[:, None]
-    out = dict(batch)
-    for name in list_columns:
-        values = torch.gather(batch[name], 1, index)
-        out[name] = torch.where(kept, values, torch.zeros_like(values))
-    return out, kept
+    """Keep each right-padded row's last `n` real events (right-padded, width <= n); no value is
+    read on the host."""
+    columns, kept = _last_events([batch[name] for name in list_columns], mask, n)
+    return {**batch, **dict(zip(list_columns, columns))}, kept
+
+
+def at_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Each row's state [B, D] at its position [B]."""
+    return hidden.gather(1, positions[:, None, None].expand(-1, 1, hidden.shape[-1])).squeeze(1)
 
 
 class NextItemModel(nn.Module):
@@ -227,32 +231,26 @@ class NextItemModel(nn.Module):
     def with_mask_slot(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Append a [MASK] event after each row's last real event, its side features zeroed."""
         lengths = mask.sum(1)
-        out = dict(batch)
-        for name in self.spec.list_columns:
-            out[name] = torch.cat([batch[name], torch.zeros_like(batch[name][:, :1])], dim=1)
-        rows = torch.arange(lengths.shape[0], device=lengths.device)
-        out[self.spec.item][rows, lengths] = self.inputs.mask_code
-        for name in self.spec.list_columns[1:]:  # the next event's side features are unknown
-            out[name][rows, lengths] = 0
+        out = {name: torch.cat([batch[name], torch.zeros_like(batch[name][:, :1])], dim=1) for name in self.spec.list_columns}
+        at_slot = positions_like(out[self.spec.item]) == lengths[:, None]
+        # the next event's side features are unknown
+        out = {**batch, **{name: values.masked_fill(at_slot, 0) for name, values in out.items()}}
+        out[self.spec.item] = out[self.spec.item].masked_fill(at_slot, self.inputs.mask_code)
         return out, lengths
 
     def next_item_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores [B, catalog] for the item after each row's last real event."""
+        """Scores [B, catalog] for the item after each row's last real event. No branch on the
+        data and no tensor pinned to a device: a trace holds for any padding, width and device."""
         batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
         batch, mask = keep_last(batch, mask, self.config.max_length - int(self.appends_mask), self.spec.list_columns)
         if not self.appends_mask:
             hidden, _ = self.encode(batch)
-            last = (mask.sum(1) - 1).clamp(min=0)
-            return self.scores(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+            return self.scores(at_positions(hidden, (mask.sum(1) - 1).clamp(min=0)))
         batch, slot = self.with_mask_slot(batch, mask)
-        rows = torch.arange(slot.shape[0], device=slot.device)
         if self.config.task == "plm":  # XLNet's query stream at the slot, which no event sees
-            width = batch[self.spec.item].shape[1]
-            perm_mask = torch.zeros(slot.shape[0], width, width, device=slot.device)
-            perm_mask[rows, :, slot] = 1
-            target_mapping = torch.zeros(slot.shape[0], 1, width, device=slot.device)
-            target_mapping[rows, 0, slot] = 1
-            hidden = self.body(self.inputs(batch), batch[self.spec.item] != 0, perm_mask, target_mapping)
+            at_slot = (positions_like(batch[self.spec.item]) == slot[:, None]).float()[:, None, :]  # target_mapping [B, 1, L]
+            perm_mask = at_slot.expand(-1, at_slot.shape[2], -1)  # [B, L, L]: no event sees the slot
+            hidden = self.body(self.inputs(batch), batch[self.spec.item] != 0, perm_mask, at_slot)
             return self.scores(hidden[:, 0])
         hidden, _ = self.encode(batch)
-        return self.scores(hidden[rows, slot])
+        return self.scores(at_positions(hidden, slot))
