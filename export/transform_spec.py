@@ -41,11 +41,11 @@ def _steps(op, column: str, categories_dir: Path) -> list[dict]:
         if not path.is_file():
             raise ExportError(f"column {column!r}: categories file {path} not found in the run's workflow")
         return [{"op": "categorify", "categories": f"categories/{path.name}"}]
-    if kind == "FillMedian":
+    if kind in ("FillMedian", "FillExactMedian"):
         return [{"op": "fill", "value": float(op.medians[column])}]
     if kind == "LogOp":
         return [{"op": "log1p"}]
-    if kind == "Normalize":
+    if kind in ("Normalize", "ExactNormalize"):
         return [{"op": "normalize", "mean": float(op.means[column]), "std": float(op.stds[column])}]
     if kind == "Bucketize":
         return [{"op": "bucketize", "boundaries": [float(b) for b in op.boundaries(column)]}]

@@ -1,16 +1,19 @@
 """`training.prepare --dask-scheduler`: on a real 2-worker Dask LocalCluster the prepared
 folder equals the single-process one (every split, every time window, the categories and
-the fitted statistics), and a bad scheduler argument is refused by name."""
+the fitted statistics, missing prices filled by the same median), and a bad scheduler
+argument is refused by name."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import nvtabular as nvt
 import pandas as pd
 import pytest
 from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
 from training import distributed, prepare, prepared
+from training.datasets import synthetic
 from training.events import EventsError
 
 
@@ -18,9 +21,19 @@ def _schema(path):
     return TensorflowMetadata.from_proto_text_file(str(path.parent), path.name).to_merlin_schema()
 
 
+def _events_with_missing_prices(folder):
+    """Synthetic sessions (time split with windows, context) with a tenth of the prices missing."""
+    events = synthetic.generate_events(synthetic.SyntheticConfig(n_events=20_000, seed=0))
+    events.loc[np.random.default_rng(0).random(len(events)) < 0.1, "price"] = np.nan
+    events.to_parquet(folder / "events.parquet", index=False)
+    (folder / "mapping.json").write_text(json.dumps(synthetic.COLUMNS.to_dict()))
+    return folder / "events.parquet", folder / "mapping.json"
+
+
 def test_prepare_on_a_two_worker_dask_cluster_equals_the_single_process_run(tmp_path):
-    # the synthetic dataset: time split with windows, a continuous price (median, mean, std fitted), context
-    common = dict(dataset="synthetic", synthetic_events=20_000, max_length=12)
+    # a continuous price with missing values (median, mean, std fitted over partitions)
+    events_file, mapping = _events_with_missing_prices(tmp_path)
+    common = dict(dataset=str(events_file), mapping=mapping, max_length=12)
     single = prepare.run(prepare.PrepareArgs(out=tmp_path / "single", **common))
     spread = prepare.run(prepare.PrepareArgs(out=tmp_path / "dask", dask_scheduler="local:2", **common))
 
