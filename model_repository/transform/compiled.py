@@ -58,9 +58,9 @@ class _Categories:
 
 
 class RequestTransform:
-    def __init__(self, folder: Path):
-        folder = Path(folder)
-        self.spec = json.loads((folder / "transform.json").read_text())
+    def __init__(self, folder: Path, spec: dict | None = None):
+        folder = Path(folder)  # holds transform.json (unless `spec` is given) and workflow/categories/
+        self.spec = spec if spec is not None else json.loads((folder / "transform.json").read_text())
         self.inputs = {item["name"]: item["dtype"] for item in self.spec["inputs"]}
         self.time_column = self.spec["time_column"]
         self.max_events = int(self.spec["max_events"])  # events of a session the workflow keeps
