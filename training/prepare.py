@@ -109,6 +109,8 @@ def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: Pr
     plan = views.time_split(windows)
     per_window = {w: events[windows == w] for w in sorted(set(windows.tolist()))}
     per_split = {name: pd.concat([per_window[w] for w in ws]) for name, ws in plan.items()}
+    if view == "sequential":  # a user's window rows carry the earlier events, as requests do
+        per_split.update({name: views.with_history(events, key, windows, plan[name][0]) for name in ("valid", "test")})
     return per_split, per_window, plan
 
 
