@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import json
 
+import math
+
+import dask.dataframe as dd
+import merlin.io
 import numpy as np
 import nvtabular as nvt
 import pandas as pd
 import pytest
+from merlin.dag import postorder_iter_nodes
 from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
 from training import distributed, prepare, prepared
 from training.datasets import synthetic
 from training.events import EventsError
+from training.workflow import WorkflowOptions, _continuous
 
 
 def _schema(path):
@@ -24,7 +30,9 @@ def _schema(path):
 def _events_with_missing_prices(folder):
     """Synthetic sessions (time split with windows, context) with a tenth of the prices missing."""
     events = synthetic.generate_events(synthetic.SyntheticConfig(n_events=20_000, seed=0))
-    events.loc[np.random.default_rng(0).random(len(events)) < 0.1, "price"] = np.nan
+    rng = np.random.default_rng(0)
+    events["price"] *= rng.lognormal(0.0, 0.1, len(events))  # per-event prices: few ties for a median to land on
+    events.loc[rng.random(len(events)) < 0.1, "price"] = np.nan
     events.to_parquet(folder / "events.parquet", index=False)
     (folder / "mapping.json").write_text(json.dumps(synthetic.COLUMNS.to_dict()))
     return folder / "events.parquet", folder / "mapping.json"
@@ -62,3 +70,21 @@ def test_a_bad_dask_scheduler_is_refused_by_name(tmp_path, monkeypatch, schedule
         prepare.run(prepare.PrepareArgs(dataset="synthetic", synthetic_events=2_000, out=tmp_path / "o", dask_scheduler=scheduler))
     assert scheduler in str(error.value)
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.partial-*"))
+
+
+@pytest.mark.parametrize("transform", ["log-normalize", "normalize"])
+def test_fill_median_and_z_score_are_exact_on_any_partitioning(transform):
+    prices = pd.DataFrame({"price": np.random.default_rng(1).lognormal(3.0, 0.8, 10_001)})
+    prices.loc[prices.index % 7 == 0, "price"] = np.nan
+    fitted = []
+    for partitions in (1, 4):
+        workflow = nvt.Workflow(_continuous(["price"], WorkflowOptions("sid", continuous=transform), None))
+        workflow.fit(merlin.io.Dataset(dd.from_pandas(prices, npartitions=partitions), cpu=True))
+        fill, *_, normalize = [node.op for node in postorder_iter_nodes(workflow.output_node)
+                               if hasattr(node.op, "medians") or hasattr(node.op, "means")]
+        fitted.append((fill.medians["price"], normalize.means["price"], normalize.stds["price"]))
+    assert fitted[0] == fitted[1], "the fitted statistics depend on the partitioning"
+    filled = prices["price"].fillna(np.nanmedian(prices["price"])).to_numpy()
+    values = np.log(filled.astype(np.float32) + 1) if transform == "log-normalize" else filled  # as LogOp computes
+    assert fitted[0][0] == np.nanmedian(prices["price"])
+    assert fitted[0][1] == math.fsum(values.astype(np.float64)) / len(values)
