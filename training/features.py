@@ -41,10 +41,15 @@ class FeatureSpec:
         return (*self.context_categorical, *self.context_continuous)
 
 
-def read_schema(prepared_dir: Path, split: str = "train") -> Schema:
+def _check_prepared(prepared_dir: Path, split: str) -> Path:
     folder = Path(prepared_dir) / split
     if not (folder / "schema.pbtxt").is_file():
         raise FeatureError(f"data dir {prepared_dir}: no {split}/schema.pbtxt; run `python -m training.prepare` first")
+    return folder
+
+
+def read_schema(prepared_dir: Path, split: str = "train") -> Schema:
+    folder = _check_prepared(prepared_dir, split)
     from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
     return TensorflowMetadata.from_proto_text_file(str(folder)).to_merlin_schema()
@@ -84,6 +89,7 @@ def column_roles(schema: Schema, item: str, sequence_key: str) -> dict[str, dict
 
 def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSpec:
     """All usable features of a prepared folder, minus `exclude` (named columns)."""
+    _check_prepared(prepared_dir, "train")
     summary = prepared.load_summary(prepared_dir)
     item = summary["item_list_column"]
     roles = summary.get("features") or column_roles(read_schema(prepared_dir), item, summary["sequence_key"])  # older folders
