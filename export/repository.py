@@ -138,14 +138,12 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     exclude_seen = config.train.exclude_seen if options.exclude_seen is None else options.exclude_seen
     if options.top_k > spec.item_cardinality - codes["first_value"]:
         raise ExportError(f"--top-k: expected at most the catalog's {spec.item_cardinality - codes['first_value']} items, got {options.top_k}")
-    transform = compile_workflow(run / run_dir.DATA / prepared.WORKFLOW_DIR, input_names(model),
-                                 {*spec.continuous, *spec.context_continuous}, kept_events(model), codes["oov"], exclude_seen)
+    transform = compile_workflow(run / run_dir.DATA, input_names(model), kept_events(model), exclude_seen)
     seen_width = transform["max_events"] if transform["seen"] else None  # else the model's item list is the seen set
     traced = trace(model, options.top_k, exclude_seen, seen_width, "cuda" if options.device == "gpu" else "cpu", options.precision)
 
     names = {step: f"{options.name}_{step}" for step in ("transform", "model", "topk")}
     max_request_events = options.max_request_events or options.max_batch_size * transform["max_events"]
-    transform.pop("max_request_events", None)  # the request bounds are the transform step's config parameters
     if max_request_events < transform["max_events"]:
         raise ExportError(f"--max-request-events: expected at least the run's max_events {transform['max_events']} "
                           f"(one whole session), got {max_request_events}")
@@ -207,7 +205,8 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
                 (staging / model_name / "config.pbtxt").write_text(text)
             transform_dir = staging / names["transform"] / str(version)
             _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
-            shutil.copytree(run / run_dir.DATA / prepared.WORKFLOW_DIR, transform_dir / "workflow")
+            category_files = Path(prepared.WORKFLOW_DIR) / "categories"  # plain parquet; the pickled workflow stays behind
+            shutil.copytree(run / run_dir.DATA / category_files, transform_dir / category_files)
             (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
             model_dir = staging / names["model"] / str(version)
             torch.jit.save(traced, str(model_dir / "model.pt"))

@@ -1,26 +1,47 @@
 """`training.prepare --dask-scheduler`: on a real 2-worker Dask LocalCluster the prepared
 folder equals the single-process one (every split, every time window, the categories and
-the fitted statistics), and a bad scheduler argument is refused by name."""
+the fitted statistics, missing prices filled by the same median), and a bad scheduler
+argument is refused by name."""
 from __future__ import annotations
 
 import json
 
+import math
+
+import dask.dataframe as dd
+import merlin.io
+import numpy as np
 import nvtabular as nvt
 import pandas as pd
 import pytest
+from merlin.dag import postorder_iter_nodes
 from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
 from training import distributed, prepare, prepared
+from training.datasets import synthetic
 from training.events import EventsError
+from training.workflow import WorkflowOptions, _continuous
 
 
 def _schema(path):
     return TensorflowMetadata.from_proto_text_file(str(path.parent), path.name).to_merlin_schema()
 
 
+def _events_with_missing_prices(folder):
+    """Synthetic sessions (time split with windows, context) with a tenth of the prices missing."""
+    events = synthetic.generate_events(synthetic.SyntheticConfig(n_events=20_000, seed=0))
+    rng = np.random.default_rng(0)
+    events["price"] *= rng.lognormal(0.0, 0.1, len(events))  # per-event prices: few ties for a median to land on
+    events.loc[rng.random(len(events)) < 0.1, "price"] = np.nan
+    events.to_parquet(folder / "events.parquet", index=False)
+    (folder / "mapping.json").write_text(json.dumps(synthetic.COLUMNS.to_dict()))
+    return folder / "events.parquet", folder / "mapping.json"
+
+
 def test_prepare_on_a_two_worker_dask_cluster_equals_the_single_process_run(tmp_path):
-    # the synthetic dataset: time split with windows, a continuous price (median, mean, std fitted), context
-    common = dict(dataset="synthetic", synthetic_events=20_000, max_length=12)
+    # a continuous price with missing values (median, mean, std fitted over partitions)
+    events_file, mapping = _events_with_missing_prices(tmp_path)
+    common = dict(dataset=str(events_file), mapping=mapping, max_length=12)
     single = prepare.run(prepare.PrepareArgs(out=tmp_path / "single", **common))
     spread = prepare.run(prepare.PrepareArgs(out=tmp_path / "dask", dask_scheduler="local:2", **common))
 
@@ -49,3 +70,21 @@ def test_a_bad_dask_scheduler_is_refused_by_name(tmp_path, monkeypatch, schedule
         prepare.run(prepare.PrepareArgs(dataset="synthetic", synthetic_events=2_000, out=tmp_path / "o", dask_scheduler=scheduler))
     assert scheduler in str(error.value)
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.partial-*"))
+
+
+@pytest.mark.parametrize("transform", ["log-normalize", "normalize"])
+def test_fill_median_and_z_score_are_exact_on_any_partitioning(transform):
+    prices = pd.DataFrame({"price": np.random.default_rng(1).lognormal(3.0, 0.8, 10_001)})
+    prices.loc[prices.index % 7 == 0, "price"] = np.nan
+    fitted = []
+    for partitions in (1, 4):
+        workflow = nvt.Workflow(_continuous(["price"], WorkflowOptions("sid", continuous=transform), None))
+        workflow.fit(merlin.io.Dataset(dd.from_pandas(prices, npartitions=partitions), cpu=True))
+        fill, *_, normalize = [node.op for node in postorder_iter_nodes(workflow.output_node)
+                               if hasattr(node.op, "medians") or hasattr(node.op, "means")]
+        fitted.append((fill.medians["price"], normalize.means["price"], normalize.stds["price"]))
+    assert fitted[0] == fitted[1], "the fitted statistics depend on the partitioning"
+    filled = prices["price"].fillna(np.nanmedian(prices["price"])).to_numpy()
+    values = np.log(filled.astype(np.float32) + 1) if transform == "log-normalize" else filled  # as LogOp computes
+    assert fitted[0][0] == np.nanmedian(prices["price"])
+    assert fitted[0][1] == math.fsum(values.astype(np.float64)) / len(values)

@@ -1,9 +1,9 @@
 """Which prepared columns feed the model, read from the Merlin schema of a prepared folder.
 
-Roles come from the schema's tags: the item-id list (the item table, shared with the
-output layer), other categorical lists, continuous lists, and per-sequence context
-(categorical or continuous, broadcast over the sequence). A column the model does not use
-is named in a warning; one it cannot use is an error.
+Roles come from the schema's tags, read once by `training.prepare` into prepared.json: the
+item-id list (the item table, shared with the output layer), other categorical lists,
+continuous lists, and per-sequence context (categorical or continuous, broadcast over the
+sequence). A column the model does not use is named in a warning; one it cannot use is an error.
 """
 from __future__ import annotations
 
@@ -41,10 +41,15 @@ class FeatureSpec:
         return (*self.context_categorical, *self.context_continuous)
 
 
-def read_schema(prepared_dir: Path, split: str = "train") -> Schema:
+def _check_prepared(prepared_dir: Path, split: str) -> Path:
     folder = Path(prepared_dir) / split
     if not (folder / "schema.pbtxt").is_file():
         raise FeatureError(f"data dir {prepared_dir}: no {split}/schema.pbtxt; run `python -m training.prepare` first")
+    return folder
+
+
+def read_schema(prepared_dir: Path, split: str = "train") -> Schema:
+    folder = _check_prepared(prepared_dir, split)
     from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
     return TensorflowMetadata.from_proto_text_file(str(folder)).to_merlin_schema()
@@ -57,48 +62,64 @@ def _cardinality(column) -> int:
     return int(domain["max"]) + 1
 
 
-def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSpec:
-    """All usable features of a prepared folder, minus `exclude` (named columns)."""
+def column_roles(schema: Schema, item: str, sequence_key: str) -> dict[str, dict]:
+    """What each prepared column is to the model, from the schema's tags, as plain data:
+    prepared.json's "features" (`feature_spec` then reads no schema and imports no Merlin)."""
     from merlin.schema import Tags
 
-    schema = read_schema(prepared_dir)
-    summary = prepared.load_summary(prepared_dir)
-    item = summary["item_list_column"]
-    unknown = sorted(set(exclude) - set(schema.column_names))
-    if unknown:
-        raise FeatureError(f"exclude_features: unknown column(s) {unknown}; the data has {schema.column_names}")
-    categorical, continuous, context_categorical, context_continuous, ignored = {}, [], {}, [], {}
+    roles = {}
     for column in schema:
         name, tags = column.name, column.tags
         if name == item:
+            roles[name] = {"role": "item", "cardinality": _cardinality(column)}
+        elif name == sequence_key:
+            roles[name] = {"role": "ignored", "reason": "sequence key"}
+        elif Tags.TIME in tags:
+            roles[name] = {"role": "ignored", "reason": "sequence start time"}
+        elif name == prepared.HISTORY_COLUMN:
+            roles[name] = {"role": "ignored", "reason": "session history is not modelled yet"}
+        elif Tags.CATEGORICAL in tags:
+            roles[name] = {"role": "categorical" if column.is_list else "context_categorical", "cardinality": _cardinality(column)}
+        elif Tags.CONTINUOUS in tags:
+            roles[name] = {"role": "continuous" if column.is_list else "context_continuous"}
+        else:
+            roles[name] = {"role": "unusable", "reason": f"tags {sorted(t.value for t in tags)}, list={column.is_list}"}
+    return roles
+
+
+def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSpec:
+    """All usable features of a prepared folder, minus `exclude` (named columns)."""
+    _check_prepared(prepared_dir, "train")
+    summary = prepared.load_summary(prepared_dir)
+    item = summary["item_list_column"]
+    roles = summary.get("features") or column_roles(read_schema(prepared_dir), item, summary["sequence_key"])  # older folders
+    unknown = sorted(set(exclude) - set(roles))
+    if unknown:
+        raise FeatureError(f"exclude_features: unknown column(s) {unknown}; the data has {list(roles)}")
+    used = {"categorical": {}, "continuous": [], "context_categorical": {}, "context_continuous": []}
+    ignored = {}
+    for name, column in roles.items():
+        role = column["role"]
+        if role == "item":
             continue
         if name in exclude:
             ignored[name] = "excluded by the config"
-        elif name == summary["sequence_key"]:
-            ignored[name] = "sequence key"
-        elif Tags.TIME in tags:
-            ignored[name] = "sequence start time"
-        elif name == prepared.HISTORY_COLUMN:
-            ignored[name] = "session history is not modelled yet"
-        elif column.is_list and Tags.CATEGORICAL in tags:
-            categorical[name] = _cardinality(column)
-        elif column.is_list and Tags.CONTINUOUS in tags:
-            continuous.append(name)
-        elif not column.is_list and Tags.CATEGORICAL in tags:
-            context_categorical[name] = _cardinality(column)
-        elif not column.is_list and Tags.CONTINUOUS in tags:
-            context_continuous.append(name)
+        elif role == "ignored":
+            ignored[name] = column["reason"]
+        elif role == "unusable":
+            raise FeatureError(f"column {name!r}: cannot use it ({column['reason']}); exclude it with exclude_features")
+        elif "cardinality" in column:
+            used[role][name] = column["cardinality"]
         else:
-            raise FeatureError(f"column {name!r}: cannot use it (tags {sorted(t.value for t in tags)}, list={column.is_list}); "
-                               "exclude it with exclude_features")
+            used[role].append(name)
     if ignored:
         warnings.warn("not used by the model: " + ", ".join(f"{k} ({v})" for k, v in ignored.items()), stacklevel=2)
     return FeatureSpec(
         item=item,
-        item_cardinality=_cardinality(schema[item]),
-        categorical=categorical,
-        continuous=tuple(continuous),
-        context_categorical=context_categorical,
-        context_continuous=tuple(context_continuous),
+        item_cardinality=roles[item]["cardinality"],
+        categorical=used["categorical"],
+        continuous=tuple(used["continuous"]),
+        context_categorical=used["context_categorical"],
+        context_continuous=tuple(used["context_continuous"]),
         ignored=tuple(ignored),
     )

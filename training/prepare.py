@@ -4,8 +4,10 @@
         [--dask-scheduler ADDRESS|local:N]
 
 Writes DIR (the contract every later stage reads; see `training.prepared`):
-    prepared.json          what was prepared: dataset, view, split, columns, max length, counts
-    workflow/              the fitted workflow (`nvtabular.Workflow.load`), categories included
+    prepared.json          what was prepared: dataset, view, split, columns and their roles, max length, counts
+    transform.json         the fitted workflow's request-time part as plain data (what export and
+                           offline prediction read: `training.request_transform`)
+    workflow/              the fitted workflow (`nvtabular.Workflow.load`, for one's own data), categories included
     train/ valid/ test/    one row per sequence: part_0.parquet + schema.pbtxt
     windows/NNNN/          time split only: every window's sequences, for incremental training
 DIR is built in a temporary sibling folder and renamed into place: never half-written.
@@ -22,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import distributed, prepared, views
+from training import distributed, prepared, request_transform, views
 from training.events import EventColumns, EventsError, check_continuous, read_event_file, validate_events
+from training.features import column_roles
 from training.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
 
 BUILTIN = ("ml-1m", "ml-100k", "synthetic")
@@ -106,6 +109,8 @@ def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: Pr
     plan = views.time_split(windows)
     per_window = {w: events[windows == w] for w in sorted(set(windows.tolist()))}
     per_split = {name: pd.concat([per_window[w] for w in ws]) for name, ws in plan.items()}
+    if view == "sequential":  # a user's window rows carry the earlier events, as requests do
+        per_split.update({name: views.with_history(events, key, windows, plan[name][0]) for name in ("valid", "test")})
     return per_split, per_window, plan
 
 
@@ -174,13 +179,17 @@ def run(args: PrepareArgs) -> dict:
         if view == "session-aware":
             schema = prepared.with_history_column(schema, columns)
             add_session_history([*outputs.values(), *window_outputs.values()], window_outputs, events, key, columns, max_length)
+        features = column_roles(schema, prepared.item_list_column(columns), key)
+        continuous = {name for name, column in features.items() if column["role"] in ("continuous", "context_continuous")}
+        request_transform.write(request_transform.compile_workflow(
+            workflow, staging / prepared.WORKFLOW_DIR / "categories", continuous), staging)
         for name, frame in outputs.items():
             prepared.write_split(frame, schema, staging / name)
         for window, frame in window_outputs.items():
             prepared.write_split(frame, schema, staging / prepared.WINDOWS_DIR / f"{window:04d}")
         summary = prepared.describe(
             dataset=args.dataset, view=view, split=split, columns=columns, sequence_key=key,
-            max_length=max_length, events=events, outputs=outputs, plan=plan, schema=schema,
+            max_length=max_length, events=events, outputs=outputs, plan=plan, schema=schema, features=features,
             options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         )
         prepared.write_summary(summary, staging)

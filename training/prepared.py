@@ -1,8 +1,10 @@
 """The prepared-data folder: the contract between `training.prepare` and the stages after it.
 
     prepared.json   what was prepared (dataset, view, split, columns, sequence key, max
-                    length, counts, options); read it with `load_summary`
-    workflow/       the fitted NVTabular workflow; categories under workflow/categories/
+                    length, each column's role for the model, counts, options); `load_summary`
+    transform.json  the fitted workflow's request-time part as plain data (`training.request_transform`)
+    workflow/       the fitted NVTabular workflow, for `nvtabular.Workflow.load` on one's own data
+                    (a pickle: hf4rec never loads it); categories under workflow/categories/
     <split>/        part_0.parquet + schema.pbtxt (Merlin schema; cat_path relative to the folder)
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from merlin.schema import Schema
 
 SUMMARY_FILE = "prepared.json"
+TRANSFORM_FILE = "transform.json"
 WORKFLOW_DIR = "workflow"
 WINDOWS_DIR = "windows"
 SPLIT_FILE = "part_0.parquet"
@@ -82,7 +85,7 @@ def item_vocabulary(prepared_dir: Path) -> pd.Series:
     return pd.read_parquet(categories)[summary["columns"]["item"]]
 
 
-def describe(*, dataset, view, split, columns, sequence_key, max_length, events, outputs, plan, schema, options) -> dict:
+def describe(*, dataset, view, split, columns, sequence_key, max_length, events, outputs, plan, schema, features, options) -> dict:
     item = schema[item_list_column(columns)]
     return {
         "dataset": dataset,
@@ -96,6 +99,7 @@ def describe(*, dataset, view, split, columns, sequence_key, max_length, events,
         "special_codes": SPECIAL_CODES,
         "splits": sorted(outputs),
         "windows": plan,
+        "features": features,
         "counts": {
             "events": int(len(events)),
             "sequences": int(events[sequence_key].nunique()),

@@ -1,5 +1,6 @@
-"""Offline answers for raw events: the run's fitted workflow (`workflow.transform`), its model
-in eager mode and a full sort of the scores. What the served ensemble must answer."""
+"""Offline answers for raw events: the fitted workflow's request-time transform (plain data,
+`training.request_transform`, as the served transform step runs it), the run's model in eager
+mode and a full sort of the scores. What the served ensemble must answer; reads no pickle."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,31 +9,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training import prepared, run_dir
+from training import prepared, request_transform, run_dir
 
 
 def score_events(run: Path, events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (sequence keys, next-item scores [B, catalog], item codes the model saw [B, L])."""
-    import nvtabular as nvt
-
     model, _ = run_dir.load_model(run)
-    data = Path(run) / run_dir.DATA
-    rows = nvt.Workflow.load(str(data / prepared.WORKFLOW_DIR)).transform(events.reset_index(drop=True))
+    keys, rows, kept = request_transform.transform_events(Path(run) / run_dir.DATA, events)
+    width = int(kept.max())  # lists come padded to the workflow's length: cut the padding every row shares
     spec = model.spec
-    batch = {}
-    for name in spec.list_columns:
-        lists = rows[name].to_list()
-        padded = np.zeros((len(lists), max(len(values) for values in lists)),
-                          dtype=np.float32 if name in spec.continuous else np.int64)
-        for i, values in enumerate(lists):
-            padded[i, : len(values)] = values
-        batch[name] = torch.from_numpy(padded)
-    for name in spec.context_columns:
-        batch[name] = torch.from_numpy(rows[name].to_numpy().astype(np.float32 if name in spec.context_continuous else np.int64))
+    batch = {name: torch.from_numpy(rows[name][:, :width]) for name in spec.list_columns}
+    batch.update({name: torch.from_numpy(rows[name][:, 0]) for name in spec.context_columns})
     with torch.no_grad():
         scores = model.next_item_scores(batch).float().numpy()
-    key = prepared.load_summary(data)["sequence_key"]
-    return rows[key].to_numpy(), scores, batch[spec.item].numpy()
+    return keys, scores, batch[spec.item].numpy()
 
 
 def recommend(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool) -> dict:

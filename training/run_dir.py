@@ -2,7 +2,7 @@
 
     config.yaml               the resolved config (every section, every key)
     run.json                  the prepared data folder it trained on
-    data/                     that folder's prepared.json, workflow/ and schema.pbtxt: what export needs
+    data/                     that folder's prepared.json, transform.json, workflow/ and schema.pbtxt: what export needs
     model.safetensors         the best weights (by the early-stopping metric)
     checkpoint/               the last state to resume from: model.safetensors + state.pt
                               (optimizer, scheduler, epoch, step, RNG states, history)
@@ -48,6 +48,8 @@ def create(run: Path, data: Path, config: Config) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     shutil.copy2(Path(data) / prepared.SUMMARY_FILE, staging / prepared.SUMMARY_FILE)
+    if (Path(data) / prepared.TRANSFORM_FILE).is_file():  # older prepared folders lack it: export then says so
+        shutil.copy2(Path(data) / prepared.TRANSFORM_FILE, staging / prepared.TRANSFORM_FILE)
     shutil.copytree(Path(data) / prepared.WORKFLOW_DIR, staging / prepared.WORKFLOW_DIR)
     (staging / "train").mkdir()
     shutil.copy2(Path(data) / "train" / "schema.pbtxt", staging / "train" / "schema.pbtxt")

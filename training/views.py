@@ -12,7 +12,9 @@ Splits (which rows train, validate and test):
   sequence (its last item is the target), validation drops the last item, training drops
   the last two. Training events are what the workflow is fit on.
 - time: fixed windows of `window_days` (day-based, for incremental training): the last
-  window tests, the one before validates, the earlier ones train.
+  window tests, the one before validates, the earlier ones train. In the sequential view a
+  validation or test row also holds the user's earlier events (`with_history`), as the
+  client sends a user's whole history at serving time; its target, the last event, is the window's.
 """
 from __future__ import annotations
 
@@ -112,6 +114,13 @@ def time_split(windows: np.ndarray) -> dict[str, list[int]]:
     if len(present) < 3:
         raise EventsError(f"time split: needs at least 3 windows with events, got {len(present)}; use a shorter --window-days")
     return {"train": present[:-2], "valid": [present[-2]], "test": [present[-1]]}
+
+
+def with_history(events: pd.DataFrame, key: str, windows: np.ndarray, window: int) -> pd.DataFrame:
+    """The sequences with events in `window`, each with all its events up to the window's end
+    (the workflow keeps the last max_length): earlier windows are context, never targets."""
+    held_out = pd.unique(events[key].to_numpy()[windows == window])
+    return events[(windows <= window) & events[key].isin(held_out).to_numpy()]
 
 
 def session_history(item_lists: pd.Series, users: np.ndarray, start_times: np.ndarray, max_length: int) -> pd.Series:

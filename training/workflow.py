@@ -18,9 +18,10 @@ import pandas as pd
 from merlin.schema import Tags
 from nvtabular.ops.categorify import NULL_OFFSET, OOV_OFFSET
 
-from training import sequence_op
+from training import exact_stats, sequence_op
 from training.codes import SPECIAL_CODES
 from training.events import EventColumns
+from training.exact_stats import ExactNormalize, FillExactMedian
 from training.sequence_op import SequenceGroupby
 
 
@@ -40,17 +41,18 @@ CONTINUOUS = ("log-normalize", "normalize", "bucketize")
 
 
 def _continuous(columns: list[str], options: WorkflowOptions, boundaries: dict[str, list[float]] | None):
-    """Missing values take the training median, then log1p + z-score, z-score, or quantile buckets."""
+    """Missing values take the training median, then log1p + z-score, z-score, or quantile buckets
+    (median, mean and std exact on any partitioning: `training.exact_stats`)."""
     if options.continuous == "log-normalize":
-        return columns >> nvt.ops.FillMedian() >> nvt.ops.LogOp() >> nvt.ops.Normalize()
+        return columns >> FillExactMedian() >> nvt.ops.LogOp() >> ExactNormalize()
     if options.continuous == "normalize":
-        return columns >> nvt.ops.FillMedian() >> nvt.ops.Normalize()
+        return columns >> FillExactMedian() >> ExactNormalize()
     if options.continuous != "bucketize":
         raise ValueError(f"continuous transform: expected one of {list(CONTINUOUS)}, got {options.continuous!r}")
     # bucket codes from 1 (0 stays padding); each column's domain says how many there are
     blocks = [
         [column]
-        >> nvt.ops.FillMedian()
+        >> FillExactMedian()
         >> nvt.ops.Bucketize({column: boundaries[column]})
         >> nvt.ops.LambdaOp(lambda buckets: buckets + 1)
         >> nvt.ops.AddTags([Tags.CATEGORICAL])
@@ -111,5 +113,5 @@ def fit_workflow(workflow: nvt.Workflow, train_events: pd.DataFrame | merlin.io.
 
 
 def save_workflow(workflow: nvt.Workflow, path: Path) -> None:
-    """Save with SequenceGroupby's module by value: loading needs nvtabular, not hf4rec."""
-    workflow.save(str(path), modules_byvalue=[sequence_op])
+    """Save with hf4rec's own ops by value: loading needs nvtabular, not hf4rec."""
+    workflow.save(str(path), modules_byvalue=[sequence_op, exact_stats])

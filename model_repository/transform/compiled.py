@@ -58,10 +58,12 @@ class _Categories:
 
 
 class RequestTransform:
-    def __init__(self, folder: Path, max_request_events: int | None = None, max_id_bytes: int | None = None):
-        """The bounds (None: unbounded, for offline use) come from the step's config, written by export."""
+    def __init__(self, folder: Path, max_request_events: int | None = None, max_id_bytes: int | None = None,
+                 spec: dict | None = None):
+        """The bounds (None: unbounded, for offline use) come from the step's config, written by export.
+        `folder` holds transform.json (unless `spec` is given) and workflow/categories/."""
         folder = Path(folder)
-        self.spec = json.loads((folder / "transform.json").read_text())
+        self.spec = spec if spec is not None else json.loads((folder / "transform.json").read_text())
         self.inputs = {item["name"]: item["dtype"] for item in self.spec["inputs"]}
         self.time_column = self.spec["time_column"]
         self.max_events = int(self.spec["max_events"])  # events of a session the workflow keeps
