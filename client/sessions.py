@@ -3,7 +3,8 @@
 Pure functions, no server: the client reads the ensemble's metadata and config into a
 `RequestSpec`, then `session_batches` groups events by the sequence key, sorts each session
 by time (stable), carries context values from the earliest event, keeps the last
-`max_events` and pads sessions into `[sessions, events]` arrays, `max_batch_size` at a time.
+`max_events` and pads sessions into `[sessions, events]` arrays, each request within the server's
+bounds: `max_batch_size` sessions and `max_request_events` padded events (sessions x the longest).
 """
 from __future__ import annotations
 
@@ -122,8 +123,7 @@ def session_batches(events, spec: RequestSpec, k: int) -> list[SessionBatch]:
     columns_in_session = np.arange(len(sessions)) - kept_starts[sessions]
 
     batches = []
-    for first in range(0, len(session_ids), spec.max_batch_size):
-        last = min(first + spec.max_batch_size, len(session_ids))
+    for first, last in _batch_bounds(kept_lengths, spec.max_batch_size, spec.max_request_events):
         rows = slice(kept_starts[first], kept_starts[last - 1] + kept_lengths[last - 1])
         batch_lengths = kept_lengths[first:last]
         shape = (last - first, int(batch_lengths.max()))
@@ -136,6 +136,19 @@ def session_batches(events, spec: RequestSpec, k: int) -> list[SessionBatch]:
         inputs[K] = np.full((shape[0], 1), k, dtype=triton_to_np_dtype(spec.datatypes[K]))
         batches.append(SessionBatch(session_ids=session_ids[first:last].tolist(), inputs=inputs))
     return batches
+
+
+def _batch_bounds(lengths: np.ndarray, max_sessions: int, max_events: int) -> list[tuple[int, int]]:
+    """[first, last) session ranges, in order: at most `max_sessions` sessions and at most
+    `max_events` padded events (sessions x the longest one) per request, the server's bounds."""
+    bounds, first, width = [], 0, 0
+    for index, length in enumerate(lengths.tolist()):
+        wider = max(width, length)
+        if index > first and (index - first == max_sessions or (index - first + 1) * wider > max_events):
+            bounds.append((first, index))
+            first, wider = index, length
+        width = wider
+    return bounds + [(first, len(lengths))] if len(lengths) else bounds
 
 
 def _padding(shape: tuple[int, int], datatype: str) -> np.ndarray:

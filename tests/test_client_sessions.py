@@ -147,3 +147,14 @@ def test_spec_reads_grpc_metadata_and_config_json():
     del config["parameters"]["max_k"]
     with pytest.raises(ValueError, match=r"missing \['max_k'\]"):
         RequestSpec.from_server(metadata, config)
+
+
+def test_requests_stay_within_the_servers_sessions_and_events_bounds():
+    lengths = [1, 9, 2, 2, 10, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4]
+    events = make_events([(f"s{s:02d}", f"i{t}", t, 1.0, "d") for s, n in enumerate(lengths) for t in range(n)])
+    batches = session_batches(events, make_spec(max_batch_size=8, max_request_events=20), k=1)
+    shapes = [batch.inputs["item_id"].shape for batch in batches]
+    assert all(rows <= 8 and rows * width <= 20 for rows, width in shapes), shapes
+    assert [s for batch in batches for s in batch.session_ids] == [f"s{s:02d}" for s in range(len(lengths))]
+    assert [int(n) for batch in batches for n in batch.inputs["event_count"].ravel()] == lengths
+    assert shapes == [(2, 9), (2, 2), (2, 10), (6, 3), (5, 1), (1, 4)]  # greedy: each request as full as the bounds allow
