@@ -10,11 +10,13 @@ of `--events` item codes. Every variant runs the one serving computation `model.
 two-stage top-k and ties to the lower code), three ways:
   eager        that module in eager PyTorch
   model_pt     what `python -m export` ships: the module traced (model.pt)
-  cuda_graph   (CUDA only) that eager module captured once per batch size as a CUDA graph and
-               replayed (no per-kernel launch cost). A capture needs a computation without host
-               synchronisation; where the serving computation still synchronises (a Python
-               bool/int of a GPU tensor), the row says so (`captured: false`, the reason) and
-               holds no time rather than timing some other computation.
+  cuda_graph   (CUDA only) that eager module without trim_padding, captured once per batch size
+               as a CUDA graph and replayed (no per-kernel launch cost). Cutting padding columns
+               sets shapes from values on the host, which a graph of fixed shapes cannot hold;
+               padding changes no score, so the items are the same (these sessions have none to
+               cut; tests/test_bench_model_step.py checks both ways agree on padded batches).
+               Should a capture fail (a host synchronisation), the row says so (`captured: false`,
+               the reason) and holds no time rather than timing some other computation.
 Every variant must return the eager variant's best items on the same batch (bf16: the same best
 item); the JSON keeps median seconds per batch, sessions/s and that agreement. On a CPU, run it
 small (tests/test_bench_model_step.py does) to check it end to end.
@@ -30,7 +32,7 @@ from pathlib import Path
 import torch
 
 from bench.output import write_json
-from export.torchscript import PRECISIONS, _serving_class, input_names, trace
+from export.torchscript import PRECISIONS, serving_module, trace
 from training.features import FeatureSpec
 from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
 
@@ -62,11 +64,6 @@ def _timer(device: torch.device):
     return measure
 
 
-def serving_step(model: NextItemModel, k: int, precision: str) -> torch.nn.Module:
-    """The module `trace` turns into model.pt, in eager PyTorch: what every variant runs."""
-    return _serving_class(input_names(model))(model, k, False, False, PRECISIONS[precision]).eval()
-
-
 def cuda_graph(step, items: torch.Tensor):
     """`step` captured as one CUDA graph for this batch's shape; call it with new items of that shape."""
     static = items.clone()
@@ -87,14 +84,14 @@ def cuda_graph(step, items: torch.Tensor):
     return replay
 
 
-def variants(step, shipped, items: torch.Tensor, capture=None) -> tuple[dict, dict]:
+def variants(step, untrimmed, shipped, items: torch.Tensor, capture=None) -> tuple[dict, dict]:
     """name -> a call returning (best codes, scores) of `items`; and name -> why it could not be built.
-    `capture(step, items)`: a graph of the same step (CUDA only)."""
+    `capture(untrimmed, items)`: a graph of the step without trim_padding (CUDA only)."""
     built = {"eager": lambda: step(items), "model_pt": lambda: shipped(items)}
     failed = {}
     if capture is not None:
         try:
-            replay = capture(step, items)
+            replay = capture(untrimmed, items)
             built["cuda_graph"] = lambda: replay(items)
         except RuntimeError as error:  # the serving computation synchronises with the host
             failed["cuda_graph"] = str(error).strip().splitlines()[0]
@@ -106,14 +103,15 @@ def measure_catalog(catalog: int, args, device: torch.device) -> list[dict]:
         warnings.simplefilter("ignore")
         shipped = trace(build_model(catalog, args), args.k, exclude_seen=False, device=device.type, precision=args.precision)
     model = build_model(catalog, args).to(device=device, dtype=PRECISIONS[args.precision])
-    step = serving_step(model, args.k, args.precision)
+    step = serving_module(model, args.k, exclude_seen=False, precision=args.precision)
+    untrimmed = serving_module(model, args.k, exclude_seen=False, precision=args.precision, trim_padding=False)
     measure = _timer(device)
     rows = []
     generator = torch.Generator().manual_seed(1)
     for batch in args.batches:
         items = torch.randint(FIRST_ITEM_CODE, catalog + FIRST_ITEM_CODE, (batch, args.events), generator=generator).to(device)
         with torch.inference_mode():
-            built, failed = variants(step, shipped, items, cuda_graph if device.type == "cuda" else None)
+            built, failed = variants(step, untrimmed, shipped, items, cuda_graph if device.type == "cuda" else None)
             answers = {name: run()[0] for name, run in built.items()}
             reference = answers["eager"]
             for name, run in built.items():

@@ -13,11 +13,13 @@ inside-padded batches, also wider than the kept events, against eager before ret
 traced on the CPU or cuda:0 runs on whichever device Triton places it (any GPU of a KIND_GPU
 instance group). The transform step sends every session right-padded to the kept events (one
 shape, so requests batch); `trim_padding`, a script function the trace calls, first cuts the
-padding columns all rows share, so a short session costs what its length costs.
+padding columns all rows share, so a short session costs what its length costs (the one step that
+reads a value on the host; `serving_module(trim_padding=False)` leaves it out, for a CUDA graph).
 The top-k runs here, where the scores are (on the GPU: no [B, catalog] matrix leaves it):
 special codes (pad, null, OOV) score -inf, as offline; with exclude_seen the session's items
 too (`seen_items` [B, S] when the workflow keeps more events than the model reads, else the
-item list itself); `best_items` orders by score, ties to the lower code, as offline ranking.
+item list itself); `best_items` orders by score, ties to the lower code, as offline ranking,
+in fixed shapes and without synchronising with the host.
 """
 from __future__ import annotations
 
@@ -103,33 +105,37 @@ def top_candidates(scores: torch.Tensor, k: int, chunk: int = 32768) -> tuple[to
 @torch.jit.script
 def best_items(scores: torch.Tensor, k: int, chunk: int = 32768) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best codes of each row and their scores, best first; equal scores go to the lower
-    code (what a stable full sort gives), also at the k-th place."""
-    values, codes = top_candidates(scores, k, chunk)
-    kth = values[:, k - 1 : k]
-    if bool(((scores == kth).sum(1) != (values == kth).sum(1)).any()):  # a tie at the k-th place left some out
-        tied = scores == kth
-        room = k - (scores > kth).sum(1, keepdim=True)
-        chosen = (scores > kth) | (tied & (torch.cumsum(tied.int(), dim=1) <= room))
-        codes = torch.nonzero(chosen)[:, 1].reshape(-1, k)
-    codes, _ = torch.sort(codes, dim=1)
+    code (what a stable full sort gives), also at the k-th place. Two top-k's and no host
+    synchronisation or data-dependent shape (a CUDA graph can capture it): the first finds the
+    k-th best score (exact whichever equal scores it kept), the second picks every score above
+    it and, of those equal to it, the lowest codes. Scores are never NaN for finite weights; a
+    NaN has no defined place."""
+    kth = top_candidates(scores, k, chunk)[0][:, k - 1 : k]
+    items = scores.shape[1]
+    lower_first = -torch.arange(items, dtype=torch.int32, device=scores.device)  # codes < 2**31
+    preference = torch.where(scores > kth, items, torch.where(scores == kth, lower_first, -items))
+    codes, _ = torch.sort(top_candidates(preference, k, chunk)[1], dim=1)
     values, order = torch.sort(torch.gather(scores, 1, codes), dim=1, descending=True, stable=True)
     return torch.gather(codes, 1, order), values
 
 
 class _Serving(nn.Module):
-    def __init__(self, model: NextItemModel, max_k: int, exclude_seen: bool, seen_input: bool, dtype: torch.dtype):
+    def __init__(self, model: NextItemModel, max_k: int, exclude_seen: bool, seen_input: bool, dtype: torch.dtype,
+                 trim_padding: bool = True):
         super().__init__()
         self.model = model
         self.names = input_names(model)
         self.lists = set(model.spec.list_columns)
         self.floats = {*model.spec.continuous, *model.spec.context_continuous}
         self.max_k, self.exclude_seen, self.seen_input, self.dtype = max_k, exclude_seen, seen_input, dtype
+        self.trims_padding = trim_padding
 
     def scores(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features, seen = (inputs[:-1], inputs[-1]) if self.seen_input else (inputs, None)
         item = features[self.names.index(self.model.spec.item)]
         lists = [name for name in self.names if name in self.lists]
-        trimmed = dict(zip(lists, trim_padding(item, [value for name, value in zip(self.names, features) if name in self.lists])))
+        values = [value for name, value in zip(self.names, features) if name in self.lists]
+        trimmed = dict(zip(lists, trim_padding(item, values) if self.trims_padding else values))
         batch = {name: trimmed[name] if name in self.lists else value.reshape(-1) for name, value in zip(self.names, features)}
         batch = {name: value.to(self.dtype) if name in self.floats else value for name, value in batch.items()}
         scores = self.model.next_item_scores(batch).float()
@@ -148,6 +154,16 @@ def _serving_class(names: list[str]) -> type:
     namespace: dict = {}
     exec(f"def forward(self, {args}):\n    return self.scores({args})\n", namespace)
     return type("ServingModel", (_Serving,), {"forward": namespace["forward"]})
+
+
+def serving_module(model: NextItemModel, max_k: int, exclude_seen: bool, seen_input: bool = False, precision: str = "fp32",
+                   trim_padding: bool = True) -> _Serving:
+    """The module `trace` turns into model.pt, in eager PyTorch. `trim_padding=False` keeps every
+    shape the inputs' (cutting needs the host, which a CUDA graph cannot hold) and gives the same
+    items: padding columns change no score (tests/test_traced_padding.py holds model.pt to the
+    untrimmed computation on wider batches)."""
+    names = input_names(model) + ([SEEN] if seen_input else [])
+    return _serving_class(names)(model, max_k, exclude_seen, seen_input, PRECISIONS[precision], trim_padding).eval()
 
 
 PADDINGS = ("right", "left", "inside")  # where example sessions put their padding
@@ -201,8 +217,7 @@ def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int 
     extra input that wide (exclude_seen, when the workflow keeps more events than the model)."""
     model = model.eval().to(device=device, dtype=PRECISIONS[precision])
     seen_input = bool(exclude_seen and seen_width)
-    names = input_names(model) + ([SEEN] if seen_input else [])
-    serving = _serving_class(names)(model, max_k, exclude_seen, seen_input, PRECISIONS[precision]).eval()
+    serving = serving_module(model, max_k, exclude_seen, seen_input, precision)
     generator = torch.Generator().manual_seed(0)
     kept = kept_events(model)
     seen = seen_width if seen_input else None

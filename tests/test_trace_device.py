@@ -1,12 +1,14 @@
 """A traced model follows its inputs' device: model.pt traced on one device (the CPU here,
-cuda:0 on a GPU export) pins no device in its graph, so Triton may run it on any GPU."""
+cuda:0 on a GPU export) pins no device in its graph, so Triton may run it on any GPU. And the
+serving computation less trim_padding reads no value on the host, so a CUDA graph can capture it:
+meta tensors hold no values, so a run on the meta device fails on any .item(), bool(), int() or
+nonzero, as a capture does."""
 from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from export.torchscript import best_items, example_inputs, follow_input_device, input_names, kept_events, trace
+from export.torchscript import best_items, example_inputs, follow_input_device, kept_events, serving_module, trace
 from training.features import FeatureSpec
 from training.model import ModelConfig, NextItemModel
 
@@ -21,18 +23,17 @@ def _model(architecture: str, task: str) -> NextItemModel:
     return NextItemModel(SPEC, config).eval()
 
 
-class _NextItemScores(nn.Module):
-    """next_item_scores over model.pt's inputs: the part of model.pt that reads no value on the
-    host (trim_padding and best_items do, so the whole model.pt cannot run on the meta device)."""
+SEEN_WIDTH = 12  # exclude_seen with its own seen-items input: the scatter runs too
 
-    def __init__(self, model: NextItemModel):
-        super().__init__()
-        self.model, self.names = model, input_names(model)
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        lists = set(self.model.spec.list_columns)
-        batch = {name: value if name in lists else value.reshape(-1) for name, value in zip(self.names, inputs)}
-        return self.model.next_item_scores(batch)
+def _untrimmed(model: NextItemModel, exclude_seen: bool = True):
+    """model.pt's serving module without trim_padding (the one step that cuts shapes on the host)."""
+    return serving_module(model, 5, exclude_seen, seen_input=exclude_seen, trim_padding=False)
+
+
+def _meta_inputs(model: NextItemModel) -> list[torch.Tensor]:
+    inputs = example_inputs(model, [7, 2, 4], torch.Generator().manual_seed(1), width=8, padding="left", seen_width=SEEN_WIDTH)
+    return [value.to("meta") for value in inputs]
 
 
 @pytest.mark.parametrize("architecture,task", BODIES)
@@ -45,14 +46,36 @@ def test_model_pt_traced_on_the_cpu_holds_no_device_constant(architecture, task,
 
 
 @pytest.mark.parametrize("architecture,task", BODIES)
-def test_a_model_traced_on_the_cpu_runs_on_the_meta_device(architecture, task):
+def test_a_model_traced_on_the_cpu_without_trim_padding_runs_on_the_meta_device(architecture, task):
     model = _model(architecture, task)
-    example = example_inputs(model, [5, 3], torch.Generator().manual_seed(0), width=kept_events(model))
+    example = example_inputs(model, [5, 3], torch.Generator().manual_seed(0), width=kept_events(model), seen_width=SEEN_WIDTH)
     with torch.no_grad():
-        traced = follow_input_device(torch.jit.trace(_NextItemScores(model), example, check_trace=False)).to("meta")
-        inputs = example_inputs(model, [7, 2, 4], torch.Generator().manual_seed(1), width=8, padding="left")
-        scores = traced(*[value.to("meta") for value in inputs])
-    assert scores.device.type == "meta" and scores.shape == (3, SPEC.item_cardinality)
+        traced = follow_input_device(torch.jit.trace(_untrimmed(model), example, check_trace=False)).to("meta")
+        codes, scores = traced(*_meta_inputs(model))
+    assert codes.device.type == scores.device.type == "meta" and codes.shape == scores.shape == (3, 5)
+
+
+@pytest.mark.parametrize("architecture,task", BODIES)
+def test_the_eager_serving_module_without_trim_padding_reads_nothing_on_the_host_under_a_capture(architecture, task, monkeypatch):
+    """What bench.model_step captures as a CUDA graph. While a stream captures, HF bodies skip
+    their host-side check of the mask (`transformers.utils.is_tracing`); torch says so here."""
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    model = _model(architecture, task)
+    with torch.no_grad():
+        codes, scores = _untrimmed(model).to("meta")(*_meta_inputs(model))
+    assert codes.device.type == scores.device.type == "meta" and codes.shape == scores.shape == (3, 5)
+
+
+def test_trim_padding_reads_the_host_so_a_meta_run_fails_with_it():
+    model = _model("gru", "clm")
+    serving = serving_module(model, 5, exclude_seen=True, seen_input=True).to("meta")
+    with torch.no_grad(), pytest.raises(RuntimeError, match="meta tensors"):
+        serving(*_meta_inputs(model))
+
+
+def test_best_items_over_many_chunks_runs_on_the_meta_device():
+    codes, scores = best_items(torch.empty(4, 70, device="meta"), 5, chunk=8)  # two stages: 8 chunks and a tail
+    assert codes.shape == scores.shape == (4, 5) and codes.dtype == torch.int64 and scores.device.type == "meta"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: on a CPU machine the meta test stands in for it")
@@ -65,6 +88,6 @@ def test_model_pt_traced_on_the_cpu_ranks_on_the_last_gpu_as_on_the_cpu(architec
     inputs = example_inputs(model, [kept_events(model), 3, 1], torch.Generator().manual_seed(2), padding="inside")
     with torch.no_grad():
         codes, scores = shipped(*[value.to(gpu) for value in inputs])
-        want_codes, want_scores = best_items(_NextItemScores(model)(*inputs).float(), 5)
+        want_codes, want_scores = _untrimmed(model, exclude_seen=False)(*inputs)
     assert codes.device == gpu and torch.equal(codes.cpu(), want_codes)
     torch.testing.assert_close(scores.cpu(), want_scores, rtol=1e-4, atol=1e-4)
