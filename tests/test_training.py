@@ -157,31 +157,6 @@ def test_the_model_stack_imports_without_nvtabular_or_merlin():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
-def test_resumed_run_follows_the_uninterrupted_one(prepared_synthetic, tmp_path):
-    config = load_config(ROOT / "training/configs/bert_mlm.yaml", FAST + ["train.epochs=3"])
-    whole = Trainer(config, prepared_synthetic, tmp_path / "whole")
-    whole.run()
-    first_run(Trainer(config, prepared_synthetic, tmp_path / "split"))
-    resumed = Trainer(config, prepared_synthetic, tmp_path / "split")
-    resumed.run(resume=True)
-    assert len(resumed.history) == len(whole.history) == 3
-    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in whole.history], rel=1e-5)
-    weights_whole = load_file(str(tmp_path / "whole" / "checkpoint" / "model.safetensors"))
-    weights_split = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
-    for name in weights_whole:
-        torch.testing.assert_close(weights_split[name], weights_whole[name], msg=name)
-
-
-def first_run(trainer):
-    """Run one epoch, checkpoint, stop: as if the process were killed after its first epoch."""
-    run_dir.create(trainer.out, trainer.data, trainer.config)
-    record = {"epoch": 1, **trainer.train_epoch(None)}
-    trainer.epoch = 1
-    record["step"] = trainer.step
-    trainer.history.append(record)
-    run_dir.save_checkpoint(trainer.out, trainer.model, trainer.state())
-
-
 def test_evaluate_command_recomputes_the_saved_test_metrics(prepared_synthetic, tmp_path):
     out = tmp_path / "run"
     result = Trainer(load_config(ROOT / "training/configs/gpt2_clm.yaml", FAST), prepared_synthetic, out).run()
