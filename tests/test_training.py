@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -91,16 +92,25 @@ def test_sampled_losses_train(prepared_synthetic, tmp_path, loss_name, negatives
 
 
 @pytest.mark.parametrize("config_file", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_shipped_config_trains_and_writes_a_run_dir(prepared_synthetic, tmp_path, config_file):
+def test_every_shipped_config_trains_and_writes_a_run_dir(prepared_synthetic, tmp_path, monkeypatch, config_file):
     config = load_config(config_file, FAST)
     out = tmp_path / "run"
-    result = Trainer(config, prepared_synthetic, out).run()
-    assert result["steps"] > 0 and 0 <= result["test"]["ndcg@10"] <= 1
-    for name in ("config.yaml", "run.json", "model.safetensors", "metrics.json", "metrics.csv", "curves.png"):
-        assert (out / name).is_file(), name
+    renamed, replace = set(), os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: (renamed.add(Path(target)), replace(source, target))[1])
+    trainer = Trainer(config, prepared_synthetic, out)
+    result = trainer.run()
+    monkeypatch.undo()
+    assert result["steps"] == trainer.steps_per_epoch > 0
+    for name in ("config.yaml", "run.json", "model.safetensors", "checkpoint.pt", "metrics.json", "metrics.csv", "curves.png"):
+        assert out / name in renamed, f"{name} was not written whole and renamed into place"
+    assert {path for path in out.iterdir() if path.is_file()} <= renamed  # nothing half-written left behind
     assert (out / "data" / "workflow" / "workflow.pkl").is_file() and (out / "data" / "train" / "schema.pbtxt").is_file()
     assert list((out / "tensorboard").iterdir())
     assert run_dir.load_config(out) == config
+    # the reported metrics are exactly those of the saved best weights on the test split
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
+    model, _ = run_dir.load_model(out)
+    assert evaluate(model, SequenceData(prepared_synthetic, "test", model.spec), config.train.ks) == pytest.approx(result["test"], abs=1e-6)
 
 
 def test_training_learns_the_synthetic_transitions(prepared_synthetic, tmp_path):

@@ -11,6 +11,7 @@ Files are written to a temporary name and renamed.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -37,6 +38,20 @@ def replace_file(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def replace_json(path: Path, value) -> None:
+    replace_file(path, lambda p: p.write_text(json.dumps(value, indent=1) + "\n"))
+
+
+def replace_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """A CSV of `rows` (columns: the first row's keys unless given), replaced whole."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns or list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    replace_file(path, write)
 
 
 def create(run: Path, data: Path, config: Config) -> None:

@@ -11,7 +11,6 @@ raised before the first step.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -320,18 +319,13 @@ class Trainer:
             "train_seconds": sum(r["train_seconds"] for r in self.history),
             "steps": self.step,
         }
-        (self.out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+        run_dir.replace_json(self.out / "metrics.json", result)
         _plot(self.history, self.out / "curves.png", train.early_stopping_metric)
         return result
 
     def _write_metrics(self) -> None:
         columns = sorted({k for record in self.history for k in record}, key=lambda k: (k not in ("epoch", "step"), k))
-        path = self.out / "metrics.csv"
-        with open(path.with_suffix(".tmp"), "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.history)
-        path.with_suffix(".tmp").replace(path)
+        run_dir.replace_csv(self.out / "metrics.csv", self.history, columns)
 
 
 def _summary_line(record: dict, metric: str) -> str:
@@ -373,10 +367,8 @@ def _plot(history: list[dict], path: Path, metric: str) -> None:
     metric_axis.plot([r["epoch"] for r in evaluated], [r[f"valid_{metric}"] for r in evaluated], marker="o", color="tab:green")
     metric_axis.set(title=f"validation {metric}", xlabel="epoch")
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    run_dir.replace_file(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
     plt.close(figure)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
