@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from tests.conftest import PYTHON, ROOT
 from training import run_dir
+from training.baselines import baseline_metrics, transition_counts
 from training.config import ConfigError, build_config, load_config
 from training.data import SequenceData
 from training.evaluate import evaluate
@@ -23,11 +24,39 @@ from training.train import Trainer, lr_lambda
 
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
 FAST = ["train.epochs=1", "train.warmup_steps=2", "model.d_model=16", "model.max_length=12", "train.batch_size=256"]
+# Learning is judged against baselines fitted on the same training split and ranked on the same test rows.
+# The synthetic sessions are a first-order chain, so counted transitions are near the best any model can do
+# (the generator's own probabilities score HR@10 0.741, NDCG@10 0.658 on the test split against their 0.710,
+# 0.641, within one standard error of its 193 rows): a model that learned the transitions must come close to
+# them and clearly above the most popular items (HR@10 0.435, NDCG@10 0.304).
+ABOVE_POPULAR = 0.15  # HR@10 and NDCG@10 at least this much above most-popular
+BELOW_TRANSITIONS = 0.10  # ... and at most this much below first-order transitions
+# long enough to learn most transitions (160 steps): memorising them needs no dropout or decay
+LEARN = ["model.max_length=12", "train.epochs=5", "train.batch_size=64", "train.lr=0.01", "train.warmup_steps=10",
+         "train.weight_decay=0", "model.dropout=0", "model.attention_dropout=0"]
+RTD_MARGIN = 0.02  # replaced-item AUC above the better of the popularity and transition detectors
 
 
 def _model(spec, **overrides):
     torch.manual_seed(0)
     return NextItemModel(spec, ModelConfig(d_model=16, max_length=12, **overrides))
+
+
+def assert_learns(data_dir, config, test_metrics: dict) -> None:
+    """The model's test HR@10 and NDCG@10 beat most-popular by ABOVE_POPULAR and come within
+    BELOW_TRANSITIONS of first-order transitions, all ranked by training.evaluate on the same rows."""
+    train = config.train
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = feature_spec(data_dir, config.model.exclude_features)
+    baselines = baseline_metrics(SequenceData(data_dir, "train", spec), SequenceData(data_dir, "test", spec),
+                                 train.ks, train.exclude_seen, train.eval_batch_size)
+    table = {"model": test_metrics, **baselines}
+    report = ", ".join(f"{name} hr@10 {m['hr@10']:.3f} ndcg@10 {m['ndcg@10']:.3f}" for name, m in table.items())
+    print(report)
+    for metric in ("hr@10", "ndcg@10"):
+        assert test_metrics[metric] >= baselines["most_popular"][metric] + ABOVE_POPULAR, report
+        assert test_metrics[metric] >= baselines["transitions"][metric] - BELOW_TRANSITIONS, report
 
 
 @pytest.fixture(scope="module")
@@ -82,32 +111,45 @@ def test_gbce_with_t_zero_is_plain_binary_cross_entropy(spec):
     torch.testing.assert_close(loss._gbce(model, hidden, targets, negatives), expected)
 
 
-@pytest.mark.parametrize("loss_name,negatives", [("sampled", "popularity"), ("sampled", "uniform"), ("gbce", "uniform")])
-def test_sampled_losses_train(prepared_synthetic, tmp_path, loss_name, negatives):
-    overrides = [f"loss.loss={loss_name}", f"loss.negatives={negatives}", "loss.n_negatives=64", "train.epochs=3", "train.batch_size=64"]
-    config = load_config(None, FAST + overrides)
+@pytest.mark.parametrize("loss_name,negatives", [
+    ("sampled", "popularity"), ("sampled", "uniform"),
+    pytest.param("gbce", "uniform", marks=pytest.mark.xfail(strict=True, reason=(
+        "gbce learns no more than popularity in this budget (test HR@10 0.40, NDCG@10 0.28 against most-popular's "
+        "0.435, 0.304; 0.47, 0.32 after 10 epochs)"))),
+])
+def test_sampled_losses_learn_the_transitions(prepared_synthetic, tmp_path, loss_name, negatives):
+    overrides = [f"loss.loss={loss_name}", f"loss.negatives={negatives}", "loss.n_negatives=64"]
+    config = load_config(ROOT / "training/configs/gpt2_clm.yaml", LEARN + overrides)
     result = Trainer(config, prepared_synthetic, tmp_path / "run").run()
-    assert result["test"]["ndcg@10"] > 0.05  # well above chance (1 / 500 items)
+    assert_learns(prepared_synthetic, config, result["test"])
 
 
 @pytest.mark.parametrize("config_file", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_shipped_config_trains_and_writes_a_run_dir(prepared_synthetic, tmp_path, config_file):
+def test_every_shipped_config_trains_and_writes_a_run_dir(prepared_synthetic, tmp_path, monkeypatch, config_file):
     config = load_config(config_file, FAST)
     out = tmp_path / "run"
-    result = Trainer(config, prepared_synthetic, out).run()
-    assert result["steps"] > 0 and 0 <= result["test"]["ndcg@10"] <= 1
-    for name in ("config.yaml", "run.json", "model.safetensors", "metrics.json", "metrics.csv", "curves.png"):
-        assert (out / name).is_file(), name
+    renamed, replace = set(), os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: (renamed.add(Path(target)), replace(source, target))[1])
+    trainer = Trainer(config, prepared_synthetic, out)
+    result = trainer.run()
+    monkeypatch.undo()
+    assert result["steps"] == trainer.steps_per_epoch > 0
+    for name in ("config.yaml", "run.json", "model.safetensors", "checkpoint.pt", "metrics.json", "metrics.csv", "curves.png"):
+        assert out / name in renamed, f"{name} was not written whole and renamed into place"
+    assert {path for path in out.iterdir() if path.is_file()} <= renamed  # nothing half-written left behind
     assert (out / "data" / "workflow" / "workflow.pkl").is_file() and (out / "data" / "train" / "schema.pbtxt").is_file()
     assert list((out / "tensorboard").iterdir())
     assert run_dir.load_config(out) == config
+    # the reported metrics are exactly those of the saved best weights on the test split
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
+    model, _ = run_dir.load_model(out)
+    assert evaluate(model, SequenceData(prepared_synthetic, "test", model.spec), config.train.ks) == pytest.approx(result["test"], abs=1e-6)
 
 
 def test_training_learns_the_synthetic_transitions(prepared_synthetic, tmp_path):
-    config = load_config(ROOT / "training/configs/gpt2_clm.yaml", ["model.max_length=12", "train.epochs=4", "train.warmup_steps=10"])
+    config = load_config(ROOT / "training/configs/gpt2_clm.yaml", LEARN)
     result = Trainer(config, prepared_synthetic, tmp_path / "run").run()
-    popularity_only = 0.15  # hr@10 of always recommending the 10 most popular items is far below
-    assert result["test"]["hr@10"] > 2 * popularity_only
+    assert_learns(prepared_synthetic, config, result["test"])
 
 
 def test_length_buckets_cut_padding_and_still_vary_per_epoch(prepared_synthetic, spec):
@@ -155,31 +197,6 @@ def test_the_model_stack_imports_without_nvtabular_or_merlin():
     probe = blocked + "import training.train, training.evaluate, training.run_dir, training.model, training.data; print('ok')"
     done = subprocess.run([PYTHON, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
-
-
-def test_resumed_run_follows_the_uninterrupted_one(prepared_synthetic, tmp_path):
-    config = load_config(ROOT / "training/configs/bert_mlm.yaml", FAST + ["train.epochs=3"])
-    whole = Trainer(config, prepared_synthetic, tmp_path / "whole")
-    whole.run()
-    first_run(Trainer(config, prepared_synthetic, tmp_path / "split"))
-    resumed = Trainer(config, prepared_synthetic, tmp_path / "split")
-    resumed.run(resume=True)
-    assert len(resumed.history) == len(whole.history) == 3
-    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in whole.history], rel=1e-5)
-    weights_whole = load_file(str(tmp_path / "whole" / "checkpoint" / "model.safetensors"))
-    weights_split = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
-    for name in weights_whole:
-        torch.testing.assert_close(weights_split[name], weights_whole[name], msg=name)
-
-
-def first_run(trainer):
-    """Run one epoch, checkpoint, stop: as if the process were killed after its first epoch."""
-    run_dir.create(trainer.out, trainer.data, trainer.config)
-    record = {"epoch": 1, **trainer.train_epoch(None)}
-    trainer.epoch = 1
-    record["step"] = trainer.step
-    trainer.history.append(record)
-    run_dir.save_checkpoint(trainer.out, trainer.model, trainer.state())
 
 
 def test_evaluate_command_recomputes_the_saved_test_metrics(prepared_synthetic, tmp_path):
@@ -266,7 +283,8 @@ def test_two_process_data_parallel_run(prepared_synthetic, tmp_path):
     result = json.loads((out / "metrics.json").read_text())
     single_process_steps = -(-len(_train_rows(prepared_synthetic)) // 32)
     assert result["steps"] == 2 * (single_process_steps // 2)
-    assert result["test"]["hr@10"] > 0.1
+    model, config = run_dir.load_model(out)  # the reported metrics are the saved weights' own
+    assert evaluate(model, SequenceData(prepared_synthetic, "test", model.spec), config.train.ks) == pytest.approx(result["test"], abs=1e-6)
     assert completed.stdout.count('"stopped_by"') == 1  # one report, from rank 0
 
 
@@ -288,8 +306,11 @@ def test_incremental_training_reports_every_window_and_the_average(prepared_synt
     assert len(result["windows"]) == n_windows - 1
     assert [r["eval_window"] for r in result["windows"]] == [f"windows/{w:04d}" for w in sorted(sum(summary["windows"].values(), []))[1:]]
     assert result["average"]["ndcg@10"] == pytest.approx(sum(r["ndcg@10"] for r in result["windows"]) / (n_windows - 1))
-    assert result["windows"][-1]["ndcg@10"] > result["windows"][0]["ndcg@10"]  # the model improves as windows roll
     assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "incremental.csv").is_file()
+    model, _ = run_dir.load_model(tmp_path / "run")  # the final weights, as evaluated on the last window
+    last = SequenceData(prepared_synthetic, result["windows"][-1]["eval_window"], model.spec)
+    last_metrics = evaluate(model, last, config.train.ks, config.train.exclude_seen)
+    assert last_metrics == pytest.approx({k: v for k, v in result["windows"][-1].items() if "@" in k}, abs=1e-6)
 
 
 def test_incremental_needs_time_windows(tmp_path):
@@ -351,7 +372,21 @@ def test_rtd_head_learns_to_spot_replaced_items(prepared_synthetic, tmp_path):
     with torch.no_grad():
         hidden, mask = model.encode({**batch, trainer.spec.item: torch.where(replaced, random_items, items)})
         logits = model.replaced_head(hidden).squeeze(-1)
-    positives, negatives = logits[replaced], logits[mask & ~replaced]
-    auc = (positives[:, None] > negatives[None, :]).float().mean()
-    print("replaced-item detection AUC", float(auc))
-    assert auc > 0.65
+    shown = torch.where(replaced, random_items, items)
+    counts = trainer.train_data.item_counts().double()
+    follows = transition_counts(trainer.train_data).to_dense()
+    previous = torch.cat([torch.zeros_like(shown[:, :1]), shown[:, :-1]], 1)
+    detectors = {  # a rarely seen item, or one that rarely follows the item before it, is suspect
+        "model": logits,
+        "most_popular": -counts[shown],
+        "transitions": -(follows[previous, shown] * (counts.sum() + 1) + counts[shown]),
+    }
+    auc = {name: _auc(scores[replaced], scores[mask & ~replaced]) for name, scores in detectors.items()}
+    print("replaced-item detection AUC", auc)
+    assert auc["model"] >= max(auc["most_popular"], auc["transitions"]) + RTD_MARGIN, auc
+
+
+def _auc(positives: torch.Tensor, negatives: torch.Tensor) -> float:
+    """Chance that a positive outscores a negative, ties counted half."""
+    above = (positives[:, None] > negatives[None, :]).double().mean()
+    return float(above + 0.5 * (positives[:, None] == negatives[None, :]).double().mean())

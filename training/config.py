@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import UnionType
+from typing import Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -60,18 +63,59 @@ def _plain(values: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-def _coerce(value, default):
-    if isinstance(default, tuple):
-        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    if isinstance(default, bool):
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+NULLS = ("null", "none", "~")
+TYPE_NAMES = {bool: f"boolean ({', '.join(BOOLEANS)})", int: "integer", float: "number", str: "string"}
+
+
+def _type_name(kind) -> str:
+    args = get_args(kind)
+    if get_origin(kind) in (Union, UnionType):
+        return " or ".join("null" if arg is type(None) else _type_name(arg) for arg in args)
+    if get_origin(kind) is tuple:
+        count = "" if args[-1] is Ellipsis else f"{len(args)} "
+        return f"list of {count}{_type_name(args[0])} values"
+    return TYPE_NAMES[kind]
+
+
+def _parse(value, kind):
+    """`value` (a YAML value, or an override's text) as the field type `kind`; ValueError if it is not one."""
+    args = get_args(kind)
+    if get_origin(kind) in (Union, UnionType):  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in NULLS):
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _parse(value, inner)
+    if get_origin(kind) is tuple:
+        try:
+            items = yaml.safe_load(value) if isinstance(value, str) else value  # an override may be "[5, 10]"
+        except yaml.YAMLError:
+            raise ValueError(value) from None
+        items = list(items) if isinstance(items, (list, tuple)) else [items]
+        if args[-1] is Ellipsis:
+            return tuple(_parse(item, args[0]) for item in items)
+        if len(items) != len(args):
+            raise ValueError(value)
+        return tuple(_parse(item, arg) for item, arg in zip(items, args))
+    if kind is bool:
+        if isinstance(value, bool) or (type(value) is int and value in (0, 1)):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in BOOLEANS:
+            return BOOLEANS[value.strip().lower()]
+    elif kind is int:
+        if type(value) is int:
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+            return int(value)
+    elif kind is float:
+        if type(value) in (int, float):
+            return float(value)
         if isinstance(value, str):
-            return value.lower() in ("1", "true", "yes")
-        return bool(value)
-    if isinstance(default, int) and not isinstance(default, bool) and value is not None:
-        return int(value)
-    if isinstance(default, float) and value is not None:
-        return float(value)
-    return value
+            return float(value)  # YAML reads 1e-3 as text
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise ValueError(value)
 
 
 def build_config(values: dict, source: str = "config") -> Config:
@@ -81,12 +125,19 @@ def build_config(values: dict, source: str = "config") -> Config:
     sections = {}
     for name, cls in SECTIONS.items():
         given = values.get(name) or {}
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        bad = sorted(set(given) - set(known))
+        if not isinstance(given, dict):
+            raise ConfigError(f"{source}: section {name!r}: expected a mapping of keys, got {given!r}")
+        kinds = get_type_hints(cls)
+        bad = sorted(set(given) - set(kinds))
         if bad:
-            raise ConfigError(f"{source}: unknown key(s) {[f'{name}.{k}' for k in bad]}; {name} has {sorted(known)}")
-        defaults = cls()
-        sections[name] = cls(**{k: _coerce(v, getattr(defaults, k)) for k, v in given.items()})
+            raise ConfigError(f"{source}: unknown key(s) {[f'{name}.{k}' for k in bad]}; {name} has {sorted(kinds)}")
+        parsed = {}
+        for key, value in given.items():
+            try:
+                parsed[key] = _parse(value, kinds[key])
+            except ValueError:
+                raise ConfigError(f"{source}: {name}.{key}: expected {_type_name(kinds[key])}, got {value!r}") from None
+        sections[name] = cls(**parsed)
     return Config(**sections)
 
 
@@ -104,5 +155,5 @@ def load_config(path: Path | None, overrides: list[str]) -> Config:
         values.setdefault(section, {})
         if not isinstance(values[section], dict):
             raise ConfigError(f"override {override!r}: section {section!r} is not a mapping")
-        values[section][key] = yaml.safe_load(raw)
+        values[section][key] = raw  # the text, parsed by the field's type in build_config
     return build_config(values, source=str(path) if path else "config")

@@ -24,12 +24,20 @@ from training.model import NextItemModel
 def evaluate(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512) -> dict[str, float]:
     model.eval()
     device = next(model.parameters()).device
+    return evaluate_scores(lambda batch: model.next_item_scores({name: values.to(device) for name, values in batch.items()}),
+                           data, ks, exclude_seen, batch_size)
+
+
+@torch.no_grad()
+def evaluate_scores(next_item_scores, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512) -> dict[str, float]:
+    """Mean metrics of any scorer (a batch without its targets -> scores [rows, catalog]) over the
+    split's rows: the model and the baselines (training.baselines) are ranked alike."""
     sums: dict[str, float] = {}
     for batch in data.batches(batch_size, drop_last_event=True):
-        batch = {name: values.to(device) for name, values in batch.items()}
         targets = batch.pop("targets")
-        scores = model.next_item_scores(batch)
-        ranks = target_ranks(scores, targets, exclude=batch[model.spec.item] if exclude_seen else None)
+        scores = next_item_scores(batch)
+        seen = batch[data.spec.item].to(scores.device) if exclude_seen else None
+        ranks = target_ranks(scores, targets.to(scores.device), exclude=seen)
         for name, values in ranking_metrics(ranks, ks).items():
             sums[name] = sums.get(name, 0.0) + float(values.sum())
     return {name: total / max(len(data), 1) for name, total in sums.items()}

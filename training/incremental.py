@@ -11,7 +11,6 @@ model.safetensors) plus incremental.json and incremental.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,8 @@ from training.losses import LossError
 from training.model import ModelConfigError
 from training.train import Trainer, lr_lambda
 
+EMPTY_WINDOW = "no sequence with 2 or more events"
+
 
 def window_splits(data: Path) -> list[str]:
     summary = prepared.load_summary(data)
@@ -38,10 +39,17 @@ def window_splits(data: Path) -> list[str]:
 
 
 def run_incremental(config: Config, data: Path, out: Path) -> dict:
-    splits = window_splits(data)
+    every_split = window_splits(data)
     trainer = Trainer(config, data, out)
     train = config.train
-    windows = [SequenceData(data, split, trainer.spec) for split in splits]
+    every_window = [SequenceData(data, split, trainer.spec) for split in every_split]
+    skipped = [split for split, window in zip(every_split, every_window) if len(window) == 0]
+    for split in skipped:  # nothing to train on and nothing to predict: the next window follows the previous one
+        tqdm.write(f"{split}: skipped, {EMPTY_WINDOW}", file=sys.stderr)
+    splits = [split for split in every_split if split not in skipped]
+    windows = [window for window in every_window if len(window)]
+    if len(windows) < 2:
+        raise ConfigError(f"data dir {data}: incremental training needs 2 or more windows with a sequence of 2 or more events, got {len(windows)}")
     total_steps = sum(-(-len(w) // train.batch_size) for w in windows[:-1]) * train.epochs
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lr_lambda(train.schedule, train.warmup_steps, total_steps))
     run_dir.create(out, data, config)
@@ -58,13 +66,16 @@ def run_incremental(config: Config, data: Path, out: Path) -> dict:
         tqdm.write(f"{splits[index]} -> {splits[index + 1]}: ndcg@10 {metrics.get('ndcg@10', float('nan')):.4f}", file=sys.stderr)
     run_dir.save_weights(trainer.model, out / run_dir.WEIGHTS)
     metric_names = [k for k in rows[0] if "@" in k]
-    result = {"windows": rows, "average": {name: sum(r[name] for r in rows) / len(rows) for name in metric_names}}
-    (out / "incremental.json").write_text(json.dumps(result, indent=1) + "\n")
-    with open(out / "incremental.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    result = {"windows": rows, "average": {name: sum(r[name] for r in rows) / len(rows) for name in metric_names},
+              "skipped_windows": [{"window": split, "reason": EMPTY_WINDOW} for split in skipped]}
+    write_outputs(out, result)
     return result
+
+
+def write_outputs(out: Path, result: dict) -> None:
+    """incremental.json (everything) and incremental.csv (a row per window), each replaced whole."""
+    run_dir.replace_json(out / "incremental.json", result)
+    run_dir.replace_csv(out / "incremental.csv", result["windows"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,13 +4,14 @@
     run.json                  the prepared data folder it trained on
     data/                     that folder's prepared.json, transform.json, workflow/ and schema.pbtxt: what export needs
     model.safetensors         the best weights (by the early-stopping metric)
-    checkpoint/               the last state to resume from: model.safetensors + state.pt
-                              (optimizer, scheduler, epoch, step, RNG states, history)
+    checkpoint.pt             the last state to resume from, one file so weights and optimizer never mismatch:
+                              weights, optimizer, scheduler, epoch, step, RNG states, budget spent, history
     metrics.csv, metrics.json, tensorboard/, curves.png
 Files are written to a temporary name and renamed.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -28,8 +29,7 @@ CONFIG = "config.yaml"
 RUN = "run.json"
 DATA = "data"
 WEIGHTS = "model.safetensors"
-CHECKPOINT = "checkpoint"
-STATE = "state.pt"
+CHECKPOINT = "checkpoint.pt"
 
 
 def replace_file(path: Path, write) -> None:
@@ -38,6 +38,20 @@ def replace_file(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def replace_json(path: Path, value) -> None:
+    replace_file(path, lambda p: p.write_text(json.dumps(value, indent=1) + "\n"))
+
+
+def replace_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """A CSV of `rows` (columns: the first row's keys unless given), replaced whole."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns or list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    replace_file(path, write)
 
 
 def create(run: Path, data: Path, config: Config) -> None:
@@ -71,24 +85,29 @@ def load_config(run: Path) -> Config:
     return build_config(yaml.safe_load(path.read_text()), source=str(path))
 
 
+def _cpu_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+
+
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    tensors = _cpu_weights(model)
     replace_file(path, lambda p: save_file(tensors, str(p)))
 
 
 def save_checkpoint(run: Path, model, state: dict) -> None:
-    folder = Path(run) / CHECKPOINT
-    folder.mkdir(exist_ok=True)
-    save_weights(model, folder / WEIGHTS)
-    replace_file(folder / STATE, lambda p: torch.save(state, p))
+    """Weights and training state in one file, renamed once: a crash leaves the previous pair whole."""
+    checkpoint = {"model": _cpu_weights(model), "state": state}
+    replace_file(Path(run) / CHECKPOINT, lambda p: torch.save(checkpoint, p))
 
 
 def load_checkpoint(run: Path, model) -> dict:
-    folder = Path(run) / CHECKPOINT
-    if not (folder / STATE).is_file():
-        raise FileNotFoundError(f"no checkpoint to resume in {folder}")
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
-    return torch.load(folder / STATE, weights_only=True)
+    """Load the checkpoint's weights into `model`; returns its training state (tensors and plain values only)."""
+    path = Path(run) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume: {path} not found")
+    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    model.load_state_dict(checkpoint["model"])
+    return checkpoint["state"]
 
 
 def spec_of(run: Path, config: Config) -> FeatureSpec:

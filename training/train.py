@@ -11,7 +11,6 @@ raised before the first step.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -47,6 +46,23 @@ class TrainingStep(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         return task_loss(self.model, batch, self.loss, self.task, generator)
+
+
+def rng_states(generator: torch.Generator) -> dict:
+    """Every random state training draws from: dropout (torch's CPU and, when present, CUDA
+    generators) and masking/negatives (the trainer's generator). Batch order needs none: it
+    comes from (seed, epoch)."""
+    states = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    generator.set_state(states["generator"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -102,6 +118,7 @@ class Trainer:
                                    ("cpu" if train.device == "auto" else train.device))
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)  # NCCL collectives of objects run on the current device
         if train.amp not in ("none", "bf16", "fp16") or (train.amp == "fp16" and self.device.type != "cuda"):
             raise ConfigError(f"train.amp: expected none, bf16 or fp16 (fp16 on a GPU only), got {train.amp!r} on {self.device.type}")
         torch.manual_seed(train.seed)
@@ -124,7 +141,9 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_data) / train.batch_size) // self.world
         total = self.steps_per_epoch * train.epochs
         # under a time budget the decay follows the budget's clock too, so a budgeted run ends at a low rate
-        self.budget_spent = 0.0  # share of train.time_budget_minutes used, agreed by all ranks
+        self.budget_spent = 0.0  # share of train.time_budget_minutes used at the last tick, agreed by all ranks
+        self.budget_start = None  # clock() when the budget's time began (moved back by the time a resumed run had spent)
+        self.clock = time.perf_counter  # the budget's clock (a test injects its own)
         clock = (lambda: self.budget_spent) if train.time_budget_minutes else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.schedule, train.warmup_steps, total, clock))
         self.generator = torch.Generator().manual_seed(train.seed + self.rank)
@@ -135,7 +154,8 @@ class Trainer:
         return {
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch, "step": self.step, "history": self.history, "best": self.best,
-            "bad_evals": self.bad_evals, "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "bad_evals": self.bad_evals, "rng": self._rng_of_every_rank(),
+            "budget_spent": self.budget_spent, "budget_seconds": self.budget_seconds(),
         }
 
     def resume(self) -> None:
@@ -144,8 +164,22 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.best, self.bad_evals = state["best"], state["bad_evals"]
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_states(state["rng"][self.rank % len(state["rng"])], self.generator)
+        self.budget_spent = state["budget_spent"]
+        self.budget_start = self.clock() - state["budget_seconds"]  # the budget continues, it does not start again
+
+    def _rng_of_every_rank(self) -> list[dict]:
+        """The random states of every rank (each draws its own dropout and masks), by rank."""
+        mine = rng_states(self.generator)
+        if self.world == 1:
+            return [mine]
+        everyone = [None] * self.world
+        dist.all_gather_object(everyone, mine)
+        return everyone
+
+    def budget_seconds(self) -> float:
+        """Seconds of the time budget spent so far, earlier runs of a resumed one included."""
+        return 0.0 if self.budget_start is None else self.clock() - self.budget_start
 
     # --- loop ------------------------------------------------------------------------------
     def train_epoch(self, budget: tuple[float, float] | None) -> dict:
@@ -200,7 +234,7 @@ class Trainer:
     def _tick(self, budget: tuple[float, float]) -> float:
         """Share of the time budget (start, seconds) spent, the largest over the ranks, so all
         ranks decay the rate alike and stop at the same step."""
-        spent = (time.perf_counter() - budget[0]) / budget[1]
+        spent = (self.clock() - budget[0]) / budget[1]
         if self.world > 1:
             value = torch.tensor([spent], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
             dist.all_reduce(value, op=dist.ReduceOp.MAX)
@@ -217,7 +251,9 @@ class Trainer:
         self._barrier()
         if resume:
             self.resume()
-        budget = (time.perf_counter(), 60 * train.time_budget_minutes) if train.time_budget_minutes else None
+        if self.budget_start is None:
+            self.budget_start = self.clock()
+        budget = (self.budget_start, 60 * train.time_budget_minutes) if train.time_budget_minutes else None
         writer = _tensorboard(self.out) if lead else None
         stopped = "epochs"
         while self.epoch < train.epochs:
@@ -230,10 +266,11 @@ class Trainer:
                 self.bad_evals = self._shared(self.bad_evals)
             record["step"] = self.step
             self.history.append(record)
+            state = self.state()  # on every rank: it gathers their random states
             if lead:
                 _log(writer, record)
                 tqdm.write(_summary_line(record, train.early_stopping_metric), file=sys.stderr)
-                run_dir.save_checkpoint(self.out, self.model, self.state())
+                run_dir.save_checkpoint(self.out, self.model, state)
                 self._write_metrics()
             if out_of_time:
                 stopped = "time budget"
@@ -282,18 +319,13 @@ class Trainer:
             "train_seconds": sum(r["train_seconds"] for r in self.history),
             "steps": self.step,
         }
-        (self.out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+        run_dir.replace_json(self.out / "metrics.json", result)
         _plot(self.history, self.out / "curves.png", train.early_stopping_metric)
         return result
 
     def _write_metrics(self) -> None:
         columns = sorted({k for record in self.history for k in record}, key=lambda k: (k not in ("epoch", "step"), k))
-        path = self.out / "metrics.csv"
-        with open(path.with_suffix(".tmp"), "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.history)
-        path.with_suffix(".tmp").replace(path)
+        run_dir.replace_csv(self.out / "metrics.csv", self.history, columns)
 
 
 def _summary_line(record: dict, metric: str) -> str:
@@ -335,10 +367,8 @@ def _plot(history: list[dict], path: Path, metric: str) -> None:
     metric_axis.plot([r["epoch"] for r in evaluated], [r[f"valid_{metric}"] for r in evaluated], marker="o", color="tab:green")
     metric_axis.set(title=f"validation {metric}", xlabel="epoch")
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    run_dir.replace_file(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
     plt.close(figure)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:
