@@ -2,15 +2,14 @@
 never sees half a file when a benchmark is killed mid-write."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from training.run_dir import replace_file
+from training.run_dir import replace_json
 
 
 def write_json(path: Path, value, indent: int | None = 1) -> Path:
     """`value` as JSON at `path` (its folder made), through a temporary file renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(path, lambda tmp: tmp.write_text(json.dumps(value, indent=indent) + "\n"))
+    replace_json(path, value, indent)
     return path

@@ -40,8 +40,8 @@ def replace_file(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def replace_json(path: Path, value) -> None:
-    replace_file(path, lambda p: p.write_text(json.dumps(value, indent=1) + "\n"))
+def replace_json(path: Path, value, indent: int | None = 1) -> None:
+    replace_file(path, lambda p: p.write_text(json.dumps(value, indent=indent) + "\n"))
 
 
 def replace_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
