@@ -32,6 +32,7 @@ class TrainConfig:
     ks: tuple[int, ...] = (5, 10, 20)  # cut-offs of the ranking metrics
     exclude_seen: bool = False  # drop the sequence's own items from the ranking
     eval_batch_size: int = 512  # sequences per evaluation step
+    eval_protocol: str = "last"  # validation and test: last (each row's final event) | all (every next event from its prefix)
     time_budget_minutes: float | None = None  # stop training after this wall time (then evaluate)
     seed: int = 0  # weights, batch order, masking and dropout
     threads: int | None = None  # torch intra-op threads; None: torch's default

@@ -21,7 +21,8 @@ class SequenceData:
         frame = frame[lengths >= min_length]  # a row needs an input and a target
         self.spec = spec
         self.lengths = frame[spec.item].map(len).to_numpy().astype(np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])  # the stored sequences' bounds in `values`
+        self.starts = self.offsets[:-1]  # each row's first event in `values` (a prefix view has several rows a sequence)
         self.values = {}
         for name in spec.list_columns:
             flat = np.concatenate(frame[name].to_numpy()) if len(frame) else np.zeros(0)
@@ -30,6 +31,18 @@ class SequenceData:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def prefixes(self) -> "SequenceData":
+        """Every prefix of two or more events of every row, as rows (the `all` protocol: each next
+        event predicted from the events before it), in row order, shortest first; context per row."""
+        rows = np.repeat(np.arange(len(self)), np.maximum(self.lengths - 1, 0))
+        firsts = np.concatenate([[0], np.cumsum(np.maximum(self.lengths - 1, 0))[:-1]]) if len(self) else rows
+        view = object.__new__(SequenceData)
+        view.spec, view.values, view.offsets = self.spec, self.values, self.offsets
+        view.lengths = (np.arange(len(rows)) - firsts[rows] + 2).astype(np.int64)
+        view.starts = self.starts[rows]
+        view.context = {name: values[rows] for name, values in self.context.items()}
+        return view
 
     def item_counts(self) -> torch.Tensor:
         return torch.bincount(torch.from_numpy(self.values[self.spec.item]), minlength=self.spec.item_cardinality)
@@ -41,7 +54,7 @@ class SequenceData:
         width = int(lengths.max()) if len(rows) else 0
         positions = np.arange(width)
         valid = positions[None, :] < lengths[:, None]
-        index = np.where(valid, self.offsets[rows][:, None] + positions[None, :], 0)
+        index = np.where(valid, self.starts[rows][:, None] + positions[None, :], 0)
         out = {}
         for name, values in self.values.items():
             out[name] = torch.from_numpy(np.where(valid, values[index], 0).astype(values.dtype))
@@ -49,7 +62,7 @@ class SequenceData:
             dtype = np.float32 if name in self.spec.context_continuous else np.int64
             out[name] = torch.from_numpy(values[rows].astype(dtype))
         if drop_last_event:
-            out["targets"] = torch.from_numpy(self.values[self.spec.item][self.offsets[rows] + lengths])
+            out["targets"] = torch.from_numpy(self.values[self.spec.item][self.starts[rows] + lengths])
         return out
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last_event: bool = False,

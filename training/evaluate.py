@@ -1,9 +1,10 @@
 """Recompute a saved run's ranking metrics on a split.
 
-    python -m training.evaluate --run RUN_DIR [--split test|valid] [--exclude-seen | --no-exclude-seen]
+    python -m training.evaluate --run RUN_DIR [--split test|valid] [--exclude-seen | --no-exclude-seen] [--protocol last|all]
 
-Every row of the split is one prediction: its events but the last are the input, the last
-is the target, ranked against the full catalog.
+`last` (default): every row of the split is one prediction, its events but the last are the
+input, the last is the target. `all`: every next event of every row is predicted from the
+events before it (the session-based protocol). Targets are ranked against the full catalog.
 """
 from __future__ import annotations
 
@@ -20,27 +21,71 @@ from training.metrics import ranking_metrics, target_ranks
 from training.model import NextItemModel
 
 
+PROTOCOLS = ("last", "all")  # last: each row's final event; all: every next event from its prefix (session-rec's protocol)
+SCORE_ROWS = 1024  # prefixes scored at once over the catalog (bounds the [rows, catalog] scores)
+
+
 @torch.no_grad()
-def evaluate(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512) -> dict[str, float]:
+def evaluate(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512,
+             protocol: str = "last") -> dict[str, float]:
     model.eval()
     device = next(model.parameters()).device
+    if protocol == "all" and _one_forward_per_sequence(model, data):
+        return _all_positions(model, data, ks, exclude_seen, batch_size)
     return evaluate_scores(lambda batch: model.next_item_scores({name: values.to(device) for name, values in batch.items()}),
-                           data, ks, exclude_seen, batch_size)
+                           data, ks, exclude_seen, batch_size, protocol)
 
 
 @torch.no_grad()
-def evaluate_scores(next_item_scores, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512) -> dict[str, float]:
+def evaluate_scores(next_item_scores, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512,
+                    protocol: str = "last") -> dict[str, float]:
     """Mean metrics of any scorer (a batch without its targets -> scores [rows, catalog]) over the
-    split's rows: the model and the baselines (training.baselines) are ranked alike."""
+    split's rows (`all`: over every prefix of them): the model and the baselines are ranked alike."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol: expected one of {list(PROTOCOLS)}, got {protocol!r}")
+    data = data.prefixes() if protocol == "all" else data
     sums: dict[str, float] = {}
     for batch in data.batches(batch_size, drop_last_event=True):
         targets = batch.pop("targets")
         scores = next_item_scores(batch)
         seen = batch[data.spec.item].to(scores.device) if exclude_seen else None
-        ranks = target_ranks(scores, targets.to(scores.device), exclude=seen)
-        for name, values in ranking_metrics(ranks, ks).items():
-            sums[name] = sums.get(name, 0.0) + float(values.sum())
+        _add(sums, target_ranks(scores, targets.to(scores.device), exclude=seen), ks)
     return {name: total / max(len(data), 1) for name, total in sums.items()}
+
+
+def _add(sums: dict[str, float], ranks: torch.Tensor, ks) -> None:
+    for name, values in ranking_metrics(ranks, ks).items():
+        sums[name] = sums.get(name, 0.0) + float(values.sum())
+
+
+def _one_forward_per_sequence(model: NextItemModel, data: SequenceData) -> bool:
+    """A causal body's state at event p is what it gives the prefix ending at p, when positions
+    count from the start and every row fits the events the model reads."""
+    longest = int(data.lengths.max()) if len(data) else 0
+    return not model.appends_mask and model.config.positions == "from_start" and longest <= model.config.max_length
+
+
+def _all_positions(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool, batch_size: int) -> dict[str, float]:
+    """The `all` protocol for causal bodies: one forward per sequence, every position's state scored."""
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    predictions = 0
+    for batch in data.batches(batch_size):
+        batch = {name: values.to(device) for name, values in batch.items()}
+        hidden, mask = model.encode(batch)
+        items = batch[model.spec.item]
+        predicted = mask[:, 1:]  # position p predicts the event at p + 1
+        rows, positions = predicted.nonzero(as_tuple=True)
+        predictions += len(rows)
+        for chunk in range(0, len(rows), SCORE_ROWS):
+            row, position = rows[chunk:chunk + SCORE_ROWS], positions[chunk:chunk + SCORE_ROWS]
+            scores = model.scores(hidden[row, position])
+            seen = None
+            if exclude_seen:  # the prefix's items: events 0..p of the row
+                prefix = torch.arange(items.shape[1], device=device)[None, :] <= position[:, None]
+                seen = items[row].masked_fill(~prefix, 0)
+            _add(sums, target_ranks(scores, items[row, position + 1], exclude=seen), ks)
+    return {name: total / max(predictions, 1) for name, total in sums.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", help="prepared split to evaluate (test, valid, ...)")
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
                         help="drop the sequence's own items from the ranking (default: the run's train.exclude_seen)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="last",
+                        help="last: each row's final event; all: every next event from its prefix")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
     try:
@@ -57,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"evaluate: {error}")
     exclude = config.train.exclude_seen if args.exclude_seen is None else args.exclude_seen
     data = SequenceData(run_dir.data_dir(args.run), args.split, model.spec)
-    metrics = evaluate(model, data, config.train.ks, exclude, config.train.eval_batch_size)
-    print(json.dumps({"split": args.split, "sequences": len(data), **{k: round(v, 5) for k, v in metrics.items()}}, indent=1))
+    metrics = evaluate(model, data, config.train.ks, exclude, config.train.eval_batch_size, args.protocol)
+    print(json.dumps({"split": args.split, "protocol": args.protocol, "sequences": len(data), **{k: round(v, 5) for k, v in metrics.items()}}, indent=1))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def run_incremental(config: Config, data: Path, out: Path) -> dict:
         for _ in range(train.epochs):
             record = trainer.train_epoch(None)
             trainer.epoch += 1
-        metrics = evaluate(trainer.model, windows[index + 1], train.ks, train.exclude_seen, train.eval_batch_size)
+        metrics = evaluate(trainer.model, windows[index + 1], train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol)
         rows.append({"train_window": splits[index], "eval_window": splits[index + 1], "train_loss": record["train_loss"],
                      "eval_sequences": len(windows[index + 1]), **metrics})
         tqdm.write(f"{splits[index]} -> {splits[index + 1]}: ndcg@10 {metrics.get('ndcg@10', float('nan')):.4f}", file=sys.stderr)

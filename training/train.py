@@ -27,7 +27,7 @@ from tqdm import tqdm
 from training import run_dir
 from training.config import Config, ConfigError, load_config
 from training.data import SequenceData
-from training.evaluate import evaluate
+from training.evaluate import PROTOCOLS, evaluate
 from training.features import FeatureError, feature_spec
 from training.losses import LossError, NextItemLoss, check_loss
 from training.model import ModelConfigError, NextItemModel
@@ -105,6 +105,8 @@ class Trainer:
         train = config.train
         if train.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule: expected one of {list(SCHEDULES)}, got {train.schedule!r}")
+        if train.eval_protocol not in PROTOCOLS:
+            raise ConfigError(f"train.eval_protocol: expected one of {list(PROTOCOLS)}, got {train.eval_protocol!r}")
         metric_names = {f"{m}@{k}" for m in ("ndcg", "recall", "hr", "mrr", "map", "precision") for k in train.ks}
         if train.early_stopping_metric not in metric_names:
             raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
@@ -285,7 +287,7 @@ class Trainer:
 
     def _validate(self, record: dict) -> None:
         train = self.config.train
-        metrics = evaluate(self.model, self.valid_data, train.ks, train.exclude_seen, train.eval_batch_size)
+        metrics = evaluate(self.model, self.valid_data, train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol)
         record.update({f"valid_{k}": v for k, v in metrics.items()})
         score = metrics[train.early_stopping_metric]
         if self.best is None or score > self.best["score"]:
@@ -314,7 +316,7 @@ class Trainer:
             "stopped_by": stopped,
             "best_epoch": self.best["epoch"],
             "valid": {k[len("valid_"):]: v for k, v in self.history[self.best["epoch"] - 1].items() if k.startswith("valid_")},
-            "test": evaluate(model, test, train.ks, train.exclude_seen, train.eval_batch_size),
+            "test": evaluate(model, test, train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol),
             "train_sequences_per_s": sum(r["sequences_per_s"] for r in self.history) / len(self.history),
             "train_seconds": sum(r["train_seconds"] for r in self.history),
             "steps": self.step,
