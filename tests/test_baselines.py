@@ -71,3 +71,52 @@ def test_a_baseline_is_ranked_like_the_model(splits):
         return scores.scatter(1, next(targets)[:, None], 1.0)
     metrics = evaluate_scores(oracle, test, (1, 10), batch_size=100)
     assert metrics["hr@1"] == metrics["ndcg@10"] == 1.0
+
+
+def test_sequential_rules_weigh_each_later_item_by_one_over_its_distance(splits):
+    """SR by hand: for every pair (i, j) with j at most `steps` events after i in a training row,
+    add 1/distance to the rule i -> j; keep each item's `prune` strongest rules."""
+    from training.baselines import rule_weights, sequential_rules
+
+    train, test = splits
+    steps, prune = 3, 4
+    expected: dict[int, Counter] = {}
+    for sequence in _sequences(train):
+        for position, item in enumerate(sequence):
+            for distance in range(1, steps + 1):
+                if position + distance < len(sequence):
+                    expected.setdefault(item, Counter())[sequence[position + distance]] += 1.0 / distance
+    rules = rule_weights(train, steps).to_dense()
+    for item, followers in list(expected.items())[:50]:
+        for follower, weight in followers.items():
+            assert rules[item, follower].item() == pytest.approx(weight)
+    assert rules.sum().item() == pytest.approx(sum(sum(c.values()) for c in expected.values()))
+    pruned = rule_weights(train, steps, prune).to_dense()
+    assert int((pruned > 0).sum(1).max()) <= prune
+    for item, followers in list(expected.items())[:50]:
+        strongest = sorted(followers.values(), reverse=True)[:prune]
+        assert sorted(pruned[item][pruned[item] > 0].tolist(), reverse=True) == pytest.approx(strongest)
+    batch = next(test.batches(32, drop_last_event=True))
+    scores = sequential_rules(train, steps, prune)(batch)
+    for row, sequence in zip(scores, batch[train.spec.item].tolist()):
+        last = [item for item in sequence if item != SPECIAL_CODES["pad"]][-1]
+        ruled = pruned[last] > 0
+        assert bool((row[ruled].min() > row[~ruled].max()) if ruled.any() else True)  # every rule above every fallback
+
+
+def test_the_baselines_command_prints_each_baselines_metrics(prepared_synthetic):
+    import json
+    import subprocess
+
+    from tests.conftest import PYTHON, ROOT
+
+    shown = subprocess.run([PYTHON, "-m", "training.baselines", "--data", str(prepared_synthetic), "--protocol", "all"],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+    lines = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [line["baseline"] for line in lines] == ["most_popular", "transitions", "sequential_rules"]
+    assert all(line["protocol"] == "all" for line in lines)
+    assert lines[2]["hr@10"] > lines[0]["hr@10"]  # the synthetic rows are a chain: rules beat popularity
+    bad = subprocess.run([PYTHON, "-m", "training.baselines", "--data", str(prepared_synthetic), "--baselines", "knn"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip() == (
+        "baselines: --baselines: expected names of ['most_popular', 'transitions', 'sequential_rules'], got ['knn']")

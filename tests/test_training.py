@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from tests.conftest import PYTHON, ROOT
 from training import run_dir
-from training.baselines import baseline_metrics, transition_counts
+from training.baselines import baseline_metrics, rule_weights
 from training.config import ConfigError, build_config, load_config
 from training.data import SequenceData
 from training.evaluate import evaluate
@@ -374,7 +374,7 @@ def test_rtd_head_learns_to_spot_replaced_items(prepared_synthetic, tmp_path):
         logits = model.replaced_head(hidden).squeeze(-1)
     shown = torch.where(replaced, random_items, items)
     counts = trainer.train_data.item_counts().double()
-    follows = transition_counts(trainer.train_data).to_dense()
+    follows = rule_weights(trainer.train_data).to_dense()
     previous = torch.cat([torch.zeros_like(shown[:, :1]), shown[:, :-1]], 1)
     detectors = {  # a rarely seen item, or one that rarely follows the item before it, is suspect
         "model": logits,

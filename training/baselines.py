@@ -3,7 +3,11 @@ same rows, targets and seen-item exclusion as the model:
 
 - most popular: items ranked by their count in the training split;
 - first-order transitions: the most frequent successors in training of the row's last item
-  (equal counts: the more popular first), then the most popular items.
+  (equal counts: the more popular first), then the most popular items;
+- sequential rules (SR, Ludewig & Jannach): the items that followed the last item within 10
+  events in training, weighted 1/distance, 20 rules per item, then the most popular items.
+
+    python -m training.baselines --data PREPARED [--split test] [--protocol last|all] [--exclude-seen]
 
 Each baseline is a scorer: a batch (as SequenceData.batches gives it, targets removed) ->
 scores [rows, catalog]; ties are broken towards the lower code, as serving does.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from training.codes import SPECIAL_CODES
@@ -35,31 +40,91 @@ def most_popular(train: SequenceData) -> Scorer:
     return lambda batch: scores.expand(len(batch[train.spec.item]), -1)
 
 
-def transition_counts(train: SequenceData) -> torch.Tensor:
-    """Sparse [catalog, catalog]: how often item j directly follows item i in a training sequence."""
-    items = torch.from_numpy(train.values[train.spec.item])
-    within_row = torch.ones(max(len(items) - 1, 0), dtype=torch.bool)
-    within_row[torch.from_numpy(train.offsets[1:-1] - 1)] = False  # a row's last event has no successor in it
-    pairs = torch.stack([items[:-1][within_row], items[1:][within_row]])
+def rule_weights(train: SequenceData, steps: int = 1, prune: int | None = None) -> torch.Tensor:
+    """Sparse [catalog, catalog]: the weight of "item j follows item i", summed over training
+    sequences: 1/d for each j d <= `steps` events after i (sequential rules, Ludewig & Jannach's
+    SR; steps 1: first-order transition counts); `prune` keeps each item's strongest rules."""
+    items = train.values[train.spec.item]
+    ends = np.repeat(train.offsets[1:], np.diff(train.offsets))  # each event's row end
+    sources, targets, weights = [], [], []
+    for distance in range(1, steps + 1):
+        first = np.flatnonzero(np.arange(len(items)) + distance < ends)  # events with a successor `distance` later in the row
+        sources.append(items[first]), targets.append(items[first + distance])
+        weights.append(np.full(len(first), 1.0 / distance))
+    pairs = torch.from_numpy(np.stack([np.concatenate(sources), np.concatenate(targets)]))
     catalog = train.spec.item_cardinality
-    return torch.sparse_coo_tensor(pairs, torch.ones(pairs.shape[1], dtype=torch.float64), (catalog, catalog)).coalesce()
+    rules = torch.sparse_coo_tensor(pairs, torch.from_numpy(np.concatenate(weights)), (catalog, catalog), check_invariants=False).coalesce()
+    if prune is None:
+        return rules
+    source, weight = rules.indices()[0].numpy(), rules.values().numpy()
+    order = np.lexsort((-weight, source))  # by item, strongest rule first
+    starts = np.searchsorted(source[order], source[order], side="left")
+    kept = order[np.arange(len(order)) - starts < prune]
+    return torch.sparse_coo_tensor(rules.indices()[:, kept], rules.values()[kept], (catalog, catalog), check_invariants=False).coalesce()
 
 
-def first_order_transitions(train: SequenceData) -> Scorer:
-    counts = transition_counts(train)
+def sequential_rules(train: SequenceData, steps: int = 10, prune: int | None = 20) -> Scorer:
+    """Items that followed the row's last item within `steps` events, by summed 1/distance, then the
+    most popular items (session-rec's SR defaults: 10 steps, 1/d, 20 rules per item)."""
+    rules = rule_weights(train, steps, prune)
     popular = popularity_scores(train)
-    weight = float(len(train.values[train.spec.item]) + 1)  # above any popularity score: a seen transition ranks first
+    weight = float(len(train.values[train.spec.item]) + 1) * steps  # a rule (>= 1/steps) ranks above any popularity score
 
     def scores(batch: dict) -> torch.Tensor:
         items = batch[train.spec.item]
         positions = torch.arange(items.shape[1]).expand_as(items)
         last = items.gather(1, torch.where(items != SPECIAL_CODES["pad"], positions, -1).max(1).values.clamp(min=0)[:, None])
-        return counts.index_select(0, last.squeeze(1)).to_dense() * weight + popular
+        return rules.index_select(0, last.squeeze(1)).to_dense() * weight + popular
 
     return scores
 
 
-def baseline_metrics(train: SequenceData, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512) -> dict[str, dict[str, float]]:
-    """{"most_popular": metrics, "transitions": metrics} on `data`, fitted on `train`."""
-    return {name: evaluate_scores(scorer(train), data, ks, exclude_seen, batch_size)
-            for name, scorer in (("most_popular", most_popular), ("transitions", first_order_transitions))}
+def first_order_transitions(train: SequenceData) -> Scorer:
+    """The most frequent successors of the row's last item, then the most popular items."""
+    return sequential_rules(train, steps=1, prune=None)
+
+
+BASELINES = {"most_popular": most_popular, "transitions": first_order_transitions, "sequential_rules": sequential_rules}
+
+
+def baseline_metrics(train: SequenceData, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512,
+                     protocol: str = "last", names=("most_popular", "transitions")) -> dict[str, dict[str, float]]:
+    """{name: metrics} of the named baselines on `data`, fitted on `train`."""
+    return {name: evaluate_scores(BASELINES[name](train), data, ks, exclude_seen, batch_size, protocol) for name in names}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+    import warnings
+    from pathlib import Path
+
+    from training.evaluate import PROTOCOLS
+    from training.features import feature_spec
+
+    parser = argparse.ArgumentParser(prog="python -m training.baselines", description="Score the classic baselines on a prepared split.")
+    parser.add_argument("--data", type=Path, required=True, help="prepared folder (training.prepare --out)")
+    parser.add_argument("--split", default="test", help="split to score (fitted on train)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="last", help="last: each row's final event; all: every next event")
+    parser.add_argument("--exclude-seen", action="store_true", help="drop the sequence's own items from the ranking")
+    parser.add_argument("--baselines", default=",".join(BASELINES), help=f"comma-separated, of {list(BASELINES)}")
+    args = parser.parse_args(argv)
+    names = [name for name in args.baselines.split(",") if name]
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise SystemExit(f"baselines: --baselines: expected names of {list(BASELINES)}, got {unknown}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            spec = feature_spec(args.data)
+        train, data = SequenceData(args.data, "train", spec), SequenceData(args.data, args.split, spec)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"baselines: {error}")
+    for name in names:
+        metrics = baseline_metrics(train, data, (5, 10, 20), args.exclude_seen, protocol=args.protocol, names=(name,))[name]
+        print(json.dumps({"baseline": name, "split": args.split, "protocol": args.protocol,
+                          **{key: round(value, 5) for key, value in metrics.items()}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
