@@ -113,10 +113,48 @@ def test_the_baselines_command_prints_each_baselines_metrics(prepared_synthetic)
     shown = subprocess.run([PYTHON, "-m", "training.baselines", "--data", str(prepared_synthetic), "--protocol", "all"],
                            cwd=ROOT, capture_output=True, text=True, check=True)
     lines = [json.loads(line) for line in shown.stdout.splitlines()]
-    assert [line["baseline"] for line in lines] == ["most_popular", "transitions", "sequential_rules"]
+    assert [line["baseline"] for line in lines] == ["most_popular", "transitions", "sequential_rules", "session_knn"]
     assert all(line["protocol"] == "all" for line in lines)
     assert lines[2]["hr@10"] > lines[0]["hr@10"]  # the synthetic rows are a chain: rules beat popularity
     bad = subprocess.run([PYTHON, "-m", "training.baselines", "--data", str(prepared_synthetic), "--baselines", "knn"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr.strip() == (
-        "baselines: --baselines: expected names of ['most_popular', 'transitions', 'sequential_rules'], got ['knn']")
+        "baselines: --baselines: expected names of ['most_popular', 'transitions', 'sequential_rules', 'session_knn'], "
+        "got ['knn']")
+
+
+def _hand_made(sequences: list[list[int]], catalog: int) -> SequenceData:
+    """A training split of the given item-code rows (no side features)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    data = object.__new__(SequenceData)
+    data.spec = SimpleNamespace(item="item", item_cardinality=catalog, list_columns=["item"], context_columns=[],
+                                continuous=[], context_continuous=[])
+    data.lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    data.offsets = np.concatenate([[0], np.cumsum(data.lengths)])
+    data.starts = data.offsets[:-1]
+    data.values = {"item": np.array([i for s in sequences for i in s], dtype=np.int64)}
+    data.context = {}
+    return data
+
+
+def test_session_knn_scores_items_by_the_similarity_of_the_nearest_sessions_holding_them():
+    """By hand: the row [3, 4] weighs 4 (last) 1.0 and 3 0.9; cosine with the binary sessions:
+    A=[3,4,5] (0.9+1)/sqrt(2*3), B=[4,6] 1/sqrt(2*2), D=[3,9,9] 0.9/sqrt(2*2), C=[7,8] 0."""
+    import math
+
+    from training.baselines import decay_weights, session_knn
+
+    train = _hand_made([[3, 4, 5], [4, 6], [7, 8], [3, 9, 9]], catalog=10)
+    assert decay_weights(torch.tensor([[5, 6, 7, 0]]), last=2).tolist() == [[0.0, 0.5, 1.0, 0.0]]
+    a, b, d = 1.9 / math.sqrt(6), 0.5, 0.45
+    row = {"item": torch.tensor([[3, 4, 0]])}
+    two = session_knn(train, neighbours=2)(row)[0]
+    assert two[[3, 4, 5, 6]].tolist() == pytest.approx([1 + a, 1 + a + b, 1 + a, 1 + b])
+    assert bool((two[[7, 8, 9]] < 1).all()) and torch.isinf(two[:3]).all()  # the rest: popularity below every neighbour's item
+    repeated = session_knn(train, neighbours=2)({"item": torch.tensor([[4, 3, 4]])})[0]  # an item counts once, at its latest weight
+    assert repeated.tolist() == pytest.approx(two.tolist())
+    three = session_knn(train, neighbours=3)(row)[0]
+    assert three[9].item() == pytest.approx(1 + d) and three[3].item() == pytest.approx(1 + a + d)

@@ -5,7 +5,9 @@ same rows, targets and seen-item exclusion as the model:
 - first-order transitions: the most frequent successors in training of the row's last item
   (equal counts: the more popular first), then the most popular items;
 - sequential rules (SR, Ludewig & Jannach): the items that followed the last item within 10
-  events in training, weighted 1/distance, 20 rules per item, then the most popular items.
+  events in training, weighted 1/distance, 20 rules per item, then the most popular items;
+- session kNN (V-SkNN): the items of the 100 training sessions most similar to the row (linear
+  decay over its last 10 events, cosine), then the most popular items.
 
     python -m training.baselines --data PREPARED [--split test] [--protocol last|all] [--exclude-seen]
 
@@ -84,7 +86,52 @@ def first_order_transitions(train: SequenceData) -> Scorer:
     return sequential_rules(train, steps=1, prune=None)
 
 
-BASELINES = {"most_popular": most_popular, "transitions": first_order_transitions, "sequential_rules": sequential_rules}
+def decay_weights(items: torch.Tensor, last: int = 10) -> torch.Tensor:
+    """[B, L] weights of a right-padded batch's events: 1 for the last event, 0.1 less for each one
+    before it, 0 from the `last`-th back and at padding (V-SkNN's linear decay)."""
+    real = items != SPECIAL_CODES["pad"]
+    back = real.sum(1, keepdim=True) - 1 - torch.arange(items.shape[1])[None, :]  # 0 for the last event
+    return torch.where(real, (1 - back / last).clamp(min=0), torch.zeros(()))
+
+
+def session_knn(train: SequenceData, neighbours: int = 100, decay: int = 10) -> Scorer:
+    """V-SkNN (Ludewig & Jannach): the training sessions most similar to the row, similarity the
+    decay-weighted items they share over sqrt(|row items| x |session items|) (cosine of the
+    weighted row vector and the binary session vector); an item scores the summed similarity of the
+    `neighbours` most similar sessions holding it, then the most popular items. Every session that
+    shares an item is a candidate (no sampling: the prepared rows carry no session time to sample
+    the most recent by, and the similarities of all of them cost one sparse product)."""
+    from scipy import sparse
+
+    catalog = train.spec.item_cardinality
+    rows = np.repeat(np.arange(len(train)), train.lengths)
+    sessions = sparse.csr_matrix((np.ones(len(rows)), (rows, train.values[train.spec.item])), shape=(len(train), catalog))
+    sessions.data[:] = 1.0  # an item once per session, however often it occurs there
+    session_norms = np.sqrt(np.asarray(sessions.sum(1)).ravel())
+    popular = popularity_scores(train)
+    popular = popular / (popular[torch.isfinite(popular)].max() + 1)  # below 1: any neighbour's item ranks above
+
+    def scores(batch: dict) -> torch.Tensor:
+        items = batch[train.spec.item]
+        weights = decay_weights(items, decay).double()
+        query = torch.zeros(len(items), catalog, dtype=torch.float64).scatter_reduce(1, items, weights, "amax")  # an item's latest weight
+        query[:, : SPECIAL_CODES["first_value"]] = 0
+        present = torch.zeros_like(query).scatter(1, items, 1.0)[:, SPECIAL_CODES["first_value"]:]
+        sizes = present.sum(1, keepdim=True).clamp(min=1)  # distinct items of the row, decayed to 0 or not
+        similarity = torch.from_numpy(np.asarray((sparse.csr_matrix(query.numpy()) @ sessions.T).todense()))
+        similarity = similarity / (sizes.sqrt() * torch.from_numpy(session_norms).clamp(min=1)[None, :])
+        top = torch.topk(similarity, min(neighbours, similarity.shape[1]), dim=1)
+        kept = torch.zeros_like(similarity).scatter(1, top.indices, top.values)
+        knn = torch.from_numpy(np.asarray((sparse.csr_matrix(kept.numpy()) @ sessions).todense()))
+        out = torch.where(knn > 0, knn + 1, popular.expand_as(knn))
+        out[:, : SPECIAL_CODES["first_value"]] = float("-inf")
+        return out
+
+    return scores
+
+
+BASELINES = {"most_popular": most_popular, "transitions": first_order_transitions, "sequential_rules": sequential_rules,
+             "session_knn": session_knn}
 
 
 def baseline_metrics(train: SequenceData, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512,
