@@ -12,9 +12,10 @@ import torch
 from training import prepared, request_transform, run_dir
 
 
-def score_events(run: Path, events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (sequence keys, next-item scores [B, catalog], item codes the model saw [B, L])."""
-    model, _ = run_dir.load_model(run)
+def score_events(run: Path, events: pd.DataFrame, model=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (sequence keys, next-item scores [B, catalog], item codes the model saw [B, L]);
+    `model`: the run's model, already loaded."""
+    model = model if model is not None else run_dir.load_model(run)[0]
     keys, rows, kept = request_transform.transform_events(Path(run) / run_dir.DATA, events)
     width = int(kept.max())  # lists come padded to the workflow's length: cut the padding every row shares
     spec = model.spec
@@ -31,9 +32,16 @@ def recommend(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool) -> di
     if exclude_seen:
         np.put_along_axis(scores, seen, -np.inf, axis=1)
     vocabulary = prepared.item_vocabulary(Path(run) / run_dir.DATA)
-    codes = np.arange(scores.shape[1])
-    out = {}
-    for session, row in zip(keys, scores):
-        best = np.lexsort((codes, -row))[:k]
-        out[session] = (vocabulary.reindex(best).tolist(), row[best])
+    return {session: (vocabulary.reindex(best).tolist(), row[best]) for session, row, best in zip(keys, scores, best_codes(scores, k))}
+
+
+def best_codes(scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """Each row's k best codes, best first, equal scores to the lower code (a stable full sort's
+    first k), sorting only the codes that score at least the k-th best."""
+    k = min(k, scores.shape[1])
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    out = []
+    for row, threshold in zip(scores, kth):
+        candidates = np.flatnonzero(row >= threshold)
+        out.append(candidates[np.lexsort((candidates, -row[candidates]))][:k])
     return out
