@@ -2,6 +2,11 @@
 
     python -m training.prepare --dataset ml-1m|ml-100k|synthetic|PATH [--mapping FILE] --out DIR
         [--dask-scheduler ADDRESS|local:N]
+    python -m training.prepare --dataset TRAIN --valid-events VALID --test-events TEST --mapping FILE --out DIR
+
+With --valid-events and --test-events (your own splits, parquet or csv, one mapping) the
+workflow is fitted on TRAIN only (--min-item-count counts TRAIN) and transforms the other two
+with it: their items unknown in training become the OOV code, which the metrics count as misses.
 
 Writes DIR (the contract every later stage reads; see `training.prepared`):
     prepared.json          what was prepared: dataset, view, split, columns and their roles, max length, counts
@@ -56,6 +61,8 @@ class PrepareArgs:
     synthetic_events: int = 100_000
     seed: int = 0
     dask_scheduler: str | None = None  # a Dask scheduler address, or local:N workers; None: this process
+    valid_events: Path | None = None  # your own splits: the validation events file (with test_events)
+    test_events: Path | None = None  # your own splits: the test events file; --dataset is then the training file
 
     @property
     def defaults(self) -> tuple[str, str, int]:
@@ -72,15 +79,31 @@ def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
 
         config = synthetic.SyntheticConfig(n_events=args.synthetic_events, seed=args.seed)
         return validate_events(synthetic.generate_events(config), synthetic.COLUMNS, "synthetic"), synthetic.COLUMNS
-    if args.mapping is None:
-        raise EventsError(f"dataset {args.dataset}: an events file needs --mapping (role -> column, YAML or JSON)")
-    columns = EventColumns.load(args.mapping)
-    return validate_events(read_event_file(args.dataset), columns, f"events file {args.dataset}"), columns
+    return load_file(args.dataset, args.mapping)
+
+
+def load_file(path, mapping: Path | None) -> tuple[pd.DataFrame, EventColumns]:
+    if mapping is None:
+        raise EventsError(f"dataset {path}: an events file needs --mapping (role -> column, YAML or JSON)")
+    columns = EventColumns.load(mapping)
+    return validate_events(read_event_file(path), columns, f"events file {path}"), columns
+
+
+def own_splits(args: PrepareArgs, train: pd.DataFrame, columns: EventColumns, view: str) -> tuple[dict, str]:
+    """--valid-events/--test-events: each file keyed alike, filtered by nothing (the training
+    file's filter decides the catalog; unknown items become OOV). -> ({split: events}, key)."""
+    per_split = {"train": train}
+    for name, path in (("valid", args.valid_events), ("test", args.test_events)):
+        events, _ = load_file(path, args.mapping)
+        check_continuous(events, columns, log_transform=args.continuous == "log-normalize")
+        per_split[name], _ = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
+    train, key = views.sequence_key(train, columns, view, int(args.session_gap_minutes * 60))
+    return {**per_split, "train": train}, key
 
 
 def raw_events(prepared_dir: Path) -> tuple[pd.DataFrame, EventColumns, str]:
-    """The events a prepared folder was made from (filtered and keyed as then): for requests
-    to a served model. -> (events, columns, sequence key)."""
+    """The events a prepared folder was made from (filtered and keyed as then; with own splits,
+    the training file's): for requests to a served model. -> (events, columns, sequence key)."""
     summary = prepared.load_summary(prepared_dir)
     options = summary["options"]
     args = PrepareArgs(**{**options, "out": Path(options["out"]), "mapping": Path(options["mapping"]) if options["mapping"] else None})
@@ -141,6 +164,15 @@ def run(args: PrepareArgs) -> dict:
         raise EventsError(f"--max-length: expected >= 2, got {max_length}")
     if view == "session-aware" and split != "time":
         raise EventsError("session-aware view: use --split time (leave-one-out splits sequences, not sessions)")
+    if (args.valid_events is None) != (args.test_events is None):
+        raise EventsError("own splits: give both --valid-events and --test-events (the training file is --dataset)")
+    own = args.test_events is not None
+    if own and (args.dataset in BUILTIN or args.split is not None):
+        raise EventsError(f"own splits: --dataset is the training events file (got {args.dataset!r}) and --split is not "
+                          f"used (got {args.split!r})")
+    if own and view == "session-aware":
+        raise EventsError("own splits: the session-aware view needs --split time (a user's earlier sessions across windows)")
+    split = "files" if own else split
     started = time.perf_counter()
     events, columns = load(args)
     if events.empty:
@@ -149,10 +181,15 @@ def run(args: PrepareArgs) -> dict:
         raise EventsError("session-aware view: the mapping names no user column")
     check_continuous(events, columns, log_transform=args.continuous == "log-normalize")
     events = views.filter_items(events, columns, args.min_item_count)
-    events, key = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
+    if own:
+        per_split, key = own_splits(args, events, columns, view)
+        events, per_window, plan = per_split["train"], None, None
+    else:
+        events, key = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
     if key == views.DERIVED_SESSION:
         columns = EventColumns(**{**columns.to_dict(), "session": key})
-    per_split, per_window, plan = split_events(events, key, columns, args, split, view)
+    if not own:
+        per_split, per_window, plan = split_events(events, key, columns, args, split, view)
     if per_split["train"].empty:
         raise EventsError(f"dataset {args.dataset}: the training split is empty")
 
@@ -217,6 +254,8 @@ def parse_args(argv: list[str] | None) -> PrepareArgs:
     parser.add_argument("--session-gap-minutes", type=float, default=30.0, help="inactivity that ends a session")
     parser.add_argument("--synthetic-events", type=int, default=100_000, help="events to generate for --dataset synthetic")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--valid-events", type=Path, help="your own splits: validation events (parquet/csv), with --test-events")
+    parser.add_argument("--test-events", type=Path, help="your own splits: test events; --dataset is the training file")
     parser.add_argument("--dask-scheduler", help="fit and transform on a Dask cluster: a scheduler address "
                         "(tcp://HOST:8786) or local:N (N worker processes here); default: this process")
     return PrepareArgs(**vars(parser.parse_args(argv)))
