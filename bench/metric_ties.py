@@ -20,7 +20,8 @@ from bench.output import write_json
 from training import run_dir
 from training.baselines import most_popular
 from training.data import SequenceData
-from training.metrics import ranking_metrics, target_ranks
+from training.evaluate import add_metrics
+from training.metrics import target_ranks
 from training.model import FIRST_ITEM_CODE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +44,8 @@ def compare(scorer, data: SequenceData, exclude_seen: bool, batch_size: int = 51
         targets = batch.pop("targets")
         scores = scorer(batch)
         seen = batch[data.spec.item] if exclude_seen else None
-        for rule, ranks in (("old", favourable_ranks(scores, targets, seen)), ("new", target_ranks(scores, targets, seen))):
-            for name, values in ranking_metrics(ranks, (10, 20)).items():
-                sums[rule][name] = sums[rule].get(name, 0.0) + float(values.sum())
+        add_metrics(sums["old"], favourable_ranks(scores, targets, seen), (10, 20))
+        add_metrics(sums["new"], target_ranks(scores, targets, seen), (10, 20))
     return {rule: {name: round(sums[rule][name] / len(data), 5) for name in REPORTED} for rule in sums}
 
 

@@ -59,7 +59,7 @@ def test_an_offline_hit_is_in_training_recommends_top_k(k, monkeypatch):
     scores = _tied_scores(16)
     sessions = np.array([f"s{row}" for row in range(16)])
     no_seen_items = np.zeros((16, 1), dtype=np.int64)
-    monkeypatch.setattr(recommend, "score_events", lambda run, events: (sessions, scores.numpy().copy(), no_seen_items))
+    monkeypatch.setattr(recommend, "score_events", lambda run, events, model=None: (sessions, scores.numpy().copy(), no_seen_items))
     monkeypatch.setattr(recommend.prepared, "item_vocabulary", lambda data: pd.Series([f"item{code}" for code in range(CATALOG)]))
     offline = recommend.recommend("unused-run", pd.DataFrame(), k, exclude_seen=False)
     hits = 0

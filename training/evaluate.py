@@ -49,11 +49,12 @@ def evaluate_scores(next_item_scores, data: SequenceData, ks, exclude_seen: bool
         targets = batch.pop("targets")
         scores = next_item_scores(batch)
         seen = batch[data.spec.item].to(scores.device) if exclude_seen else None
-        _add(sums, target_ranks(scores, targets.to(scores.device), exclude=seen), ks)
+        add_metrics(sums, target_ranks(scores, targets.to(scores.device), exclude=seen), ks)
     return {name: total / max(len(data), 1) for name, total in sums.items()}
 
 
-def _add(sums: dict[str, float], ranks: torch.Tensor, ks) -> None:
+def add_metrics(sums: dict[str, float], ranks: torch.Tensor, ks) -> None:
+    """Add each metric's per-row values of `ranks` into `sums` (divide by the rows at the end)."""
     for name, values in ranking_metrics(ranks, ks).items():
         sums[name] = sums.get(name, 0.0) + float(values.sum())
 
@@ -84,7 +85,7 @@ def _all_positions(model: NextItemModel, data: SequenceData, ks, exclude_seen: b
             if exclude_seen:  # the prefix's items: events 0..p of the row
                 prefix = torch.arange(items.shape[1], device=device)[None, :] <= position[:, None]
                 seen = items[row].masked_fill(~prefix, 0)
-            _add(sums, target_ranks(scores, items[row, position + 1], exclude=seen), ks)
+            add_metrics(sums, target_ranks(scores, items[row, position + 1], exclude=seen), ks)
     return {name: total / max(predictions, 1) for name, total in sums.items()}
 
 

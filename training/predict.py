@@ -16,10 +16,11 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from training import prepared, request_transform, run_dir
-from training.recommend import best_codes, score_events
+from training.recommend import top_items
 
 FORMATS = (".parquet", ".csv")
 PROGRESS_SECONDS = 5.0  # a progress line this often when the output is not a terminal
@@ -47,15 +48,12 @@ def predict(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool | None =
     parts = []
     for first in range(0, len(sessions), sessions_per_chunk):
         chunk = events[events[key].isin(sessions[first:first + sessions_per_chunk])]
-        keys, scores, seen = score_events(run, chunk, model)
-        if exclude_seen:
-            scores[pd.RangeIndex(len(scores)).to_numpy()[:, None], seen] = float("-inf")
-        best = best_codes(scores, k)
+        keys, best, scores = top_items(run, chunk, k, exclude_seen, model)
         parts.append(pd.DataFrame({
-            key: [session for session, codes in zip(keys, best) for _ in codes],
-            "rank": [rank + 1 for codes in best for rank in range(len(codes))],
-            "item_id": vocabulary.reindex([code for codes in best for code in codes]).to_numpy(),
-            "score": [float(row[code]) for row, codes in zip(scores, best) for code in codes],
+            key: np.repeat(keys, [len(codes) for codes in best]),
+            "rank": np.concatenate([np.arange(1, len(codes) + 1) for codes in best]),
+            "item_id": vocabulary.reindex(np.concatenate(best)).to_numpy(),
+            "score": np.concatenate(scores).astype(float),
         }))
         progress(min(first + sessions_per_chunk, len(sessions)), len(sessions))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[key, "rank", "item_id", "score"])

@@ -26,13 +26,20 @@ def score_events(run: Path, events: pd.DataFrame, model=None) -> tuple[np.ndarra
     return keys, scores, batch[spec.item].numpy()
 
 
-def recommend(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool) -> dict:
-    """session id -> (original item ids, scores), best first; ties go to the lower item code."""
-    keys, scores, seen = score_events(run, events)
+def top_items(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool, model=None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """-> (sequence keys, each session's k best item codes, their scores), best first; ties to the lower code."""
+    keys, scores, seen = score_events(run, events, model)
     if exclude_seen:
         np.put_along_axis(scores, seen, -np.inf, axis=1)
+    best = best_codes(scores, k)
+    return keys, best, [row[codes] for row, codes in zip(scores, best)]
+
+
+def recommend(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool) -> dict:
+    """session id -> (original item ids, scores), best first; ties go to the lower item code."""
+    keys, best, scores = top_items(run, events, k, exclude_seen)
     vocabulary = prepared.item_vocabulary(Path(run) / run_dir.DATA)
-    return {session: (vocabulary.reindex(best).tolist(), row[best]) for session, row, best in zip(keys, scores, best_codes(scores, k))}
+    return {session: (vocabulary.reindex(codes).tolist(), values) for session, codes, values in zip(keys, best, scores)}
 
 
 def best_codes(scores: np.ndarray, k: int) -> list[np.ndarray]:
