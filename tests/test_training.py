@@ -143,7 +143,8 @@ def test_every_shipped_config_trains_and_writes_a_run_dir(prepared_synthetic, tm
     # the reported metrics are exactly those of the saved best weights on the test split
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
     model, _ = run_dir.load_model(out)
-    assert evaluate(model, SequenceData(prepared_synthetic, "test", model.spec), config.train.ks) == pytest.approx(result["test"], abs=1e-6)
+    test = SequenceData(prepared_synthetic, "test", model.spec)
+    assert evaluate(model, test, config.train.ks, protocol=config.train.eval_protocol) == pytest.approx(result["test"], abs=1e-6)
 
 
 def test_training_learns_the_synthetic_transitions(prepared_synthetic, tmp_path):
@@ -254,7 +255,8 @@ def test_config_values_are_typed():
 def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing, monkeypatch):
     from training.losses import ChunkedCrossEntropy
 
-    monkeypatch.setattr(ChunkedCrossEntropy, "CHUNK", 7)  # several chunks and a ragged last one
+    monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 7)  # several blocks each way, ragged last ones
+    monkeypatch.setattr(ChunkedCrossEntropy, "COLUMNS", 16)
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(30, 8, generator=generator, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(50, 8, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -263,6 +265,32 @@ def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing,
     ours = ChunkedCrossEntropy.apply(hidden, weight, bias, targets, smoothing)
     ours_grads = torch.autograd.grad(ours, (hidden, weight, bias))
     reference = F.cross_entropy(hidden @ weight.T + bias, targets, label_smoothing=smoothing)
+    reference_grads = torch.autograd.grad(reference, (hidden, weight, bias))
+    torch.testing.assert_close(ours, reference)
+    for got, want in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full_logits(dtype, monkeypatch):
+    """Rows' targets are their own columns; another column holding the same item code is no negative."""
+    from training.losses import ChunkedCrossEntropy
+
+    monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 5)
+    monkeypatch.setattr(ChunkedCrossEntropy, "COLUMNS", 16)
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(12, 8, generator=generator, dtype=dtype, requires_grad=True)
+    weight = torch.randn(40, 8, generator=generator, dtype=dtype, requires_grad=True)
+    bias = torch.randn(40, generator=generator, dtype=dtype, requires_grad=True)
+    row_codes = torch.randint(3, 9, (12,), generator=generator)  # few codes: rows share targets
+    column_codes = torch.cat([row_codes, torch.randint(3, 9, (28,), generator=generator)])
+    own = torch.arange(12)
+    ours = ChunkedCrossEntropy.apply(hidden, weight, bias, own, 0.0, row_codes, column_codes)
+    ours_grads = torch.autograd.grad(ours, (hidden, weight, bias))
+    hits = column_codes[None, :] == row_codes[:, None]
+    hits[own, own] = False
+    assert hits.any()
+    reference = F.cross_entropy((hidden @ weight.T + bias).masked_fill(hits, float("-inf")), own)
     reference_grads = torch.autograd.grad(reference, (hidden, weight, bias))
     torch.testing.assert_close(ours, reference)
     for got, want in zip(ours_grads, reference_grads):

@@ -90,12 +90,14 @@ class NextItemLoss:
             in_batch_log_q = torch.log(self.popularity.to(hidden.device)[targets])
         else:  # without counts, in-batch positives are taken as uniform too
             in_batch_log_q = negative_log_q[:1].expand(len(targets))
-        logits = self._logits(model, hidden, candidates) - torch.cat([in_batch_log_q, negative_log_q])
+        temperature = model.config.temperature
+        weights = model.item_weights()[candidates]
+        bias = (model.output_bias[candidates] - torch.cat([in_batch_log_q, negative_log_q]) * temperature)
+        if temperature != 1.0:
+            hidden, bias = hidden / temperature, bias / temperature
         own = torch.arange(len(targets), device=hidden.device)
-        accidental = candidates[None, :] == targets[:, None]
-        accidental[own, own] = False
-        logits = logits.masked_fill(accidental, float("-inf"))
-        return F.cross_entropy(logits, own)
+        # a candidate that is some other row's copy of this row's target is not a negative
+        return ChunkedCrossEntropy.apply(hidden, weights, bias, own, 0.0, targets, candidates)
 
     def _gbce(self, model, hidden, targets, negatives):
         catalog = model.spec.item_cardinality - FIRST_ITEM_CODE
@@ -112,66 +114,99 @@ class NextItemLoss:
 
 class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy of `hidden @ weight.T + bias` against `targets`, with label
-    smoothing, computed over chunks of rows: the [N, catalog] logits never exist whole, so the
-    softmax runs in cache (the backward pass recomputes each chunk's logits). Same value and
-    gradients as F.cross_entropy on the full logits."""
+    smoothing, computed block by block (rows x columns): the [N, catalog] logits never exist
+    whole; each block's softmax terms are folded into running per-row maxima and sums (as flash
+    attention does), and the backward pass recomputes each block. Same value and gradients as
+    F.cross_entropy on the full logits. Blocks stay small, so they run near the caches and their
+    buffers come back from the heap instead of fresh, page-faulted mappings.
+    `row_codes`/`column_codes` (sampled softmax): a column whose code equals the row's code, other
+    than the row's target column, is left out of the row's softmax (an accidental hit)."""
 
-    CHUNK = 1024  # rows per chunk: 1024 x catalog floats stay near the CPU's caches
+    ROWS = 512  # rows per block: each item-weight block is read once per this many rows
+    COLUMNS = 4096  # columns per block: a 512 x 4096 float32 block is 8 MiB
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, label_smoothing):
+    def forward(ctx, hidden, weight, bias, targets, label_smoothing, row_codes=None, column_codes=None):
         # under autocast the matrix products run in its low precision, the softmax in float32
         device = hidden.device.type
         compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        ctx.compute = compute
-        n_rows = hidden.shape[0]
-        log_normalisers = torch.empty(n_rows, dtype=torch.float32 if compute != torch.float64 else compute, device=hidden.device)
-        total = log_normalisers.new_zeros(())
+        exact = torch.float64 if compute == torch.float64 else torch.float32
+        n_rows, n_columns = hidden.shape[0], weight.shape[0]
         low_weight = weight.to(compute)
-        for start in range(0, n_rows, ChunkedCrossEntropy.CHUNK):
-            stop = min(start + ChunkedCrossEntropy.CHUNK, n_rows)
-            logits = ChunkedCrossEntropy._logits(hidden[start:stop], low_weight, bias, compute)
-            log_normaliser = torch.logsumexp(logits, dim=1)
-            log_normalisers[start:stop] = log_normaliser
-            target_logits = logits.gather(1, targets[start:stop, None]).squeeze(1)
+        log_normalisers = torch.empty(n_rows, dtype=exact, device=hidden.device)
+        total = log_normalisers.new_zeros(())
+        for r0, r1 in _spans(n_rows, ChunkedCrossEntropy.ROWS):
+            rows = hidden[r0:r1].to(compute)
+            row_targets = targets[r0:r1]
+            running_max = torch.full((r1 - r0,), torch.finfo(exact).min, dtype=exact, device=hidden.device)
+            running_sum, target_logits, logit_sums = torch.zeros_like(running_max), torch.zeros_like(running_max), torch.zeros_like(running_max)
+            for c0, c1 in _spans(n_columns, ChunkedCrossEntropy.COLUMNS):
+                logits = ChunkedCrossEntropy._block(rows, low_weight, bias, r0, c0, c1, exact, targets, row_codes, column_codes)
+                inside = (row_targets >= c0) & (row_targets < c1)
+                picked = logits.gather(1, (row_targets - c0).clamp(0, c1 - c0 - 1)[:, None]).squeeze(1)
+                target_logits += torch.where(inside, picked, torch.zeros((), dtype=exact, device=hidden.device))
+                if label_smoothing:
+                    logit_sums += logits.sum(1)
+                block_max = torch.maximum(running_max, logits.max(1).values)
+                running_sum = running_sum * torch.exp(running_max - block_max) + logits.sub_(block_max[:, None]).exp_().sum(1)
+                running_max = block_max
+            log_normaliser = running_max + torch.log(running_sum)
+            log_normalisers[r0:r1] = log_normaliser
             losses = log_normaliser - (1 - label_smoothing) * target_logits
             if label_smoothing:
-                losses = losses - label_smoothing * logits.mean(1)
+                losses = losses - label_smoothing * logit_sums / n_columns
             total = total + losses.sum()
         ctx.save_for_backward(hidden, weight, bias, targets, log_normalisers)
-        ctx.label_smoothing = label_smoothing
+        ctx.compute, ctx.label_smoothing, ctx.row_codes, ctx.column_codes = compute, label_smoothing, row_codes, column_codes
         return total / max(n_rows, 1)
 
     @staticmethod
     def backward(ctx, grad_output):
         hidden, weight, bias, targets, log_normalisers = ctx.saved_tensors
-        smoothing = ctx.label_smoothing
-        n_rows, catalog = hidden.shape[0], weight.shape[0]
+        smoothing, compute = ctx.label_smoothing, ctx.compute
+        exact = log_normalisers.dtype
+        n_rows, n_columns = hidden.shape[0], weight.shape[0]
         scale = grad_output / max(n_rows, 1)
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros_like(weight)
         grad_bias = torch.zeros_like(bias)
-        compute = ctx.compute
         low_weight = weight.to(compute)
-        for start in range(0, n_rows, ChunkedCrossEntropy.CHUNK):
-            stop = min(start + ChunkedCrossEntropy.CHUNK, n_rows)
-            chunk = hidden[start:stop]
-            logits_grad = ChunkedCrossEntropy._logits(chunk, low_weight, bias, compute)
-            logits_grad = logits_grad.sub_(log_normalisers[start:stop, None]).exp_()
-            rows = torch.arange(stop - start, device=hidden.device)
-            logits_grad[rows, targets[start:stop]] -= 1 - smoothing
-            if smoothing:
-                logits_grad.sub_(smoothing / catalog)
-            logits_grad.mul_(scale)
-            grad_bias.add_(logits_grad.sum(0).to(grad_bias.dtype))
-            low_grad = logits_grad.to(compute)
-            grad_hidden[start:stop] = (low_grad @ low_weight).to(grad_hidden.dtype)
-            grad_weight.add_((low_grad.T @ chunk.to(compute)).to(grad_weight.dtype))
-        return grad_hidden, grad_weight, grad_bias, None, None
+        in_place = compute == exact == weight.dtype  # products accumulate straight into the gradients
+        for r0, r1 in _spans(n_rows, ChunkedCrossEntropy.ROWS):
+            rows = hidden[r0:r1].to(compute)
+            row_targets = targets[r0:r1]
+            row_grad = torch.zeros(r1 - r0, hidden.shape[1], dtype=exact, device=hidden.device)
+            for c0, c1 in _spans(n_columns, ChunkedCrossEntropy.COLUMNS):
+                block = ChunkedCrossEntropy._block(rows, low_weight, bias, r0, c0, c1, exact, targets, ctx.row_codes, ctx.column_codes)
+                block = block.sub_(log_normalisers[r0:r1, None]).exp_()
+                inside = torch.nonzero((row_targets >= c0) & (row_targets < c1)).squeeze(1)
+                block[inside, row_targets[inside] - c0] -= 1 - smoothing
+                if smoothing:
+                    block.sub_(smoothing / n_columns)
+                block.mul_(scale)
+                grad_bias[c0:c1] += block.sum(0).to(grad_bias.dtype)
+                if in_place:
+                    row_grad.addmm_(block, low_weight[c0:c1])
+                    grad_weight[c0:c1].addmm_(block.T, rows)
+                else:
+                    low_block = block.to(compute)
+                    row_grad += (low_block @ low_weight[c0:c1]).to(exact)
+                    grad_weight[c0:c1] += (low_block.T @ rows).to(grad_weight.dtype)
+            grad_hidden[r0:r1] = row_grad.to(grad_hidden.dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None
 
     @staticmethod
-    def _logits(hidden, weight, bias, compute):
-        """Logits of one chunk, in float32 (float64 stays float64) whatever the product's precision."""
-        logits = hidden.to(compute) @ weight.T
-        out_dtype = torch.float64 if compute == torch.float64 else torch.float32
-        return logits.to(out_dtype).add_(bias.to(out_dtype))
+    def _block(rows, low_weight, bias, r0, c0, c1, exact, targets, row_codes, column_codes):
+        """Logits of rows x columns c0:c1 in float32 (float64 stays float64), accidental hits at -inf."""
+        logits = (rows @ low_weight[c0:c1].T).to(exact).add_(bias[c0:c1].to(exact))
+        if row_codes is not None:
+            r1 = r0 + rows.shape[0]
+            hits = column_codes[None, c0:c1] == row_codes[r0:r1, None]
+            own = torch.nonzero((targets[r0:r1] >= c0) & (targets[r0:r1] < c1)).squeeze(1)
+            hits[own, targets[r0:r1][own] - c0] = False
+            logits.masked_fill_(hits, float("-inf"))
+        return logits
+
+
+def _spans(total: int, size: int):
+    return ((start, min(start + size, total)) for start in range(0, total, size))

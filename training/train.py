@@ -29,6 +29,7 @@ from training.config import Config, ConfigError, load_config
 from training.data import SequenceData
 from training.evaluate import PROTOCOLS, evaluate
 from training.features import FeatureError, feature_spec
+from training.allocator import keep_freed_memory
 from training.losses import LossError, NextItemLoss, check_loss
 from training.model import ModelConfigError, NextItemModel
 from training.pretrained import load_item_embeddings
@@ -113,6 +114,7 @@ class Trainer:
         if train.bucket_by_length and train.bucket_batches < 1:
             raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
         check_loss(config.loss)
+        keep_freed_memory()
         if train.threads:
             torch.set_num_threads(train.threads)
         self.rank, self.world = distributed_rank()

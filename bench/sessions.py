@@ -1,0 +1,135 @@
+"""Benchmark: session-based accuracy of the classic baselines and Transformer configs on the same
+prepared splits (fitted on train, scored on test), both protocols, one table.
+
+    .venv/bin/python -m bench.sessions --data PREPARED --label NAME [--configs gpt2_session,...]
+        [--budget-minutes 30] [--baselines most_popular,sequential_rules,session_knn,vstan] [key=value ...]
+
+`all`: every next event of every test session from its prefix (session-rec's and the
+Transformers4Rec paper's protocol); `last`: each session's final event. HR, NDCG and MRR at 10 and
+20 over the full training catalog, items of the session not excluded (repeats are real targets in
+sessions) unless --exclude-seen. Each row carries its wall time and the CPU time of the processes
+that did the work (fit + scoring for a baseline; training, then scoring, for a model), measured
+in this one run. `key=value` arguments apply to every config. Writes --out/sessions_LABEL.json.
+Not a test: it measures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from bench.output import write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "training" / "configs"
+PROTOCOLS = ("all", "last")
+KS = (10, 20)
+METRICS = ("hr", "ndcg", "mrr")
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def score_protocols(score) -> dict:
+    """{protocol: the table's metrics}; `score(protocol)` -> all metrics of the test split."""
+    out = {}
+    for protocol in PROTOCOLS:
+        metrics = score(protocol)
+        out[protocol] = {f"{m}@{k}": metrics[f"{m}@{k}"] for m in METRICS for k in KS}
+    return out
+
+
+def run_baseline(name: str, data: Path, exclude_seen: bool) -> dict:
+    from training.baselines import BASELINES
+    from training.data import SequenceData
+    from training.evaluate import evaluate_scores
+    from training.features import feature_spec
+
+    spec = feature_spec(data)
+    train, test = SequenceData(data, "train", spec), SequenceData(data, "test", spec)
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    scorer = BASELINES[name](train)
+    fit_wall = time.perf_counter() - wall
+    metrics = score_protocols(lambda protocol: evaluate_scores(scorer, test, KS, exclude_seen, 512, protocol))
+    return {"name": name, "kind": "baseline", "fit_wall_s": round(fit_wall, 1), "wall_s": round(time.perf_counter() - wall, 1),
+            "cpu_s": round(cpu_seconds() - cpu, 1), **metrics}
+
+
+def run_model(config: str, data: Path, out: Path, budget: float, overrides: list[str], exclude_seen: bool) -> dict:
+    from training import run_dir
+    from training.data import SequenceData
+    from training.evaluate import evaluate
+
+    config_file = Path(config) if config.endswith(".yaml") else CONFIGS / f"{config}.yaml"
+    run = out / config_file.stem
+    command = [sys.executable, "-m", "training.train", "--config", str(config_file), "--data", str(data), "--out", str(run),
+               f"train.time_budget_minutes={budget}", *overrides]
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"sessions: training {config_file.stem} failed: {completed.stderr[-2000:]}")
+    train_wall, train_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    result = json.loads((run / "metrics.json").read_text())
+    model, _ = run_dir.load_model(run)
+    test = SequenceData(data, "test", model.spec)
+    metrics = score_protocols(lambda protocol: evaluate(model, test, KS, exclude_seen, 512, protocol))
+    return {"name": config_file.stem, "kind": "model", "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
+            "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
+            "epochs": result.get("epochs"), "best_epoch": result.get("best_epoch"), "overrides": overrides, **metrics}
+
+
+def table(rows: list[dict]) -> str:
+    header = ["name"] + [f"{p} {m.upper()}@{k}" for p in PROTOCOLS for k in KS for m in METRICS] + ["wall s", "CPU s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["name"]] + [f"{row[p][f'{m}@{k}']:.4f}" for p in PROTOCOLS for k in KS for m in METRICS]
+        lines.append("| " + " | ".join(cells + [f"{row['wall_s']:.0f}", f"{row['cpu_s']:.0f}"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.sessions", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="prepared folder with train, valid and test splits")
+    parser.add_argument("--label", required=True, help="names the result file and the runs' folder")
+    parser.add_argument("--configs", default="gpt2_session", help="comma-separated config names or YAML paths ('' for none)")
+    parser.add_argument("--baselines", default="most_popular,sequential_rules,session_knn", help="comma-separated baseline names")
+    parser.add_argument("--budget-minutes", type=float, default=30.0, help="training time budget of each config")
+    parser.add_argument("--exclude-seen", action="store_true", help="drop the session's own items from the ranking")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "sessions")
+    parser.add_argument("overrides", nargs="*", help="section.key=value for every config")
+    args = parser.parse_args(argv)
+    from training.baselines import BASELINES
+
+    baselines = [name for name in args.baselines.split(",") if name]
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise SystemExit(f"sessions: --baselines: expected names of {list(BASELINES)}, got {unknown}")
+    if not (args.data / "prepared.json").exists():
+        raise SystemExit(f"sessions: --data: expected a prepared folder (training.prepare --out), got {args.data}")
+    warnings.simplefilter("ignore", UserWarning)
+    out = args.out / args.label
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"sessions: {out} exists and is not empty: choose another --label or remove it")
+    rows = []
+    for name in baselines:
+        print(f"[sessions] baseline {name} ...", file=sys.stderr, flush=True)
+        rows.append(run_baseline(name, args.data, args.exclude_seen))
+        print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    for config in (c for c in args.configs.split(",") if c):
+        print(f"[sessions] training {config} for {args.budget_minutes} min ...", file=sys.stderr, flush=True)
+        rows.append(run_model(config, args.data, out, args.budget_minutes, args.overrides, args.exclude_seen))
+        print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    write_json(ROOT / "bench" / "results" / f"sessions_{args.label}.json", {"data": str(args.data), "rows": rows})
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
