@@ -6,6 +6,7 @@ import math
 import warnings
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -308,3 +309,17 @@ def test_sparse_session_knn_equals_the_dense_one():
     for got, held, order in zip(ours, dense > 0, popular):
         rest = torch.nonzero(~held[first:]).squeeze(1) + first
         assert torch.equal(rest[got[rest].argsort(descending=True, stable=True)], rest[order[rest].argsort(descending=True, stable=True)])
+
+
+def test_session_start_times_are_each_training_rows_first_event_time(prepared_synthetic, splits):
+    """The recency of the kNN baselines: the prepared train split's start-time column, one value per
+    SequenceData row (rows of one event are not rows of SequenceData)."""
+    from training import prepared
+    from training.baselines import session_start_times
+
+    train, _ = splits
+    frame = prepared.read_split(prepared_synthetic, "train")
+    times = session_start_times(prepared_synthetic, train)
+    assert len(train) < len(frame) and len(times) == len(train) and (frame["item_id_list"].map(len).to_numpy()[train.rows] == train.lengths).all()
+    assert (times == frame["timestamp_first"].to_numpy()[train.rows]).all() and len(set(times.tolist())) > 1
+    assert (train.prefixes().rows == np.repeat(train.rows, train.lengths - 1)).all()
