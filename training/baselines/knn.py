@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from training.baselines.popularity import Scorer, popularity_below_zero
+from training.baselines.popularity import Scorer, dense_scores, popularity_below_zero, row_of_entries
 from training.codes import SPECIAL_CODES
 from training.data import SequenceData
 
@@ -40,10 +40,6 @@ def cells(rows: np.ndarray, columns: np.ndarray, values: np.ndarray, shape: tupl
     kept = len(keys) - 1 - from_end  # sorted by key: by row, then column
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[kept], minlength=shape[0]))])
     return sparse.csr_matrix((values[kept], columns[kept], indptr), shape=shape)
-
-
-def row_of_entries(matrix: sparse.csr_matrix) -> np.ndarray:
-    return np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
 
 
 def last_per_row(matrix: sparse.csr_matrix, n: int) -> sparse.csr_matrix:
@@ -110,15 +106,6 @@ def query_positions(items: torch.Tensor, catalog: int) -> tuple[sparse.csr_matri
     lengths = (items != SPECIAL_CODES["pad"]).sum(1)
     rows, columns = np.nonzero(items >= SPECIAL_CODES["first_value"])
     return cells(rows, items[rows, columns], (columns + 1).astype(np.float64), (len(items), catalog)), lengths
-
-
-def dense_scores(knn: sparse.csr_matrix, fallback: torch.Tensor) -> torch.Tensor:
-    """[rows, catalog] float32: the neighbours' scores where they hold the item, else `fallback`."""
-    out = fallback.expand(knn.shape[0], -1).clone()
-    coo = knn.tocoo()
-    out[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = torch.from_numpy(coo.data.astype(np.float32))
-    out[:, : SPECIAL_CODES["first_value"]] = float("-inf")
-    return out
 
 
 def session_knn(train: SequenceData, neighbours: int = 100, decay: int = 10, sample: int | None = 500,

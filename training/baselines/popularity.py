@@ -1,9 +1,12 @@
-"""Most popular: items ranked by their count in the training split (ties to the lower code)."""
+"""Most popular: items ranked by their count in the training split (ties to the lower code); the
+popularity fallback below the sparse scores of the other baselines."""
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
+from scipy import sparse
 
 from training.codes import SPECIAL_CODES
 from training.data import SequenceData
@@ -34,3 +37,16 @@ def popularity_below_zero(train: SequenceData) -> torch.Tensor:
 def most_popular(train: SequenceData) -> Scorer:
     scores = popularity_scores(train)
     return lambda batch: scores.expand(len(batch[train.spec.item]), -1)
+
+
+def row_of_entries(matrix: sparse.csr_matrix) -> np.ndarray:
+    return np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+
+
+def dense_scores(found: sparse.csr_matrix, fallback: torch.Tensor) -> torch.Tensor:
+    """[rows, catalog] float32: the sparse scores where given, else `fallback`."""
+    out = fallback.expand(found.shape[0], -1).clone()
+    coo = found.tocoo()
+    out[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = torch.from_numpy(coo.data.astype(np.float32))
+    out[:, : SPECIAL_CODES["first_value"]] = float("-inf")
+    return out

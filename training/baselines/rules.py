@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import sparse
 
-from training.baselines.popularity import Scorer, popularity_scores
+from training.baselines.popularity import Scorer, dense_scores, popularity_below_zero, popularity_scores, row_of_entries
 from training.codes import SPECIAL_CODES
 from training.data import SequenceData
 
@@ -33,17 +34,22 @@ def rule_weights(train: SequenceData, steps: int = 1, prune: int | None = None) 
 
 
 def sequential_rules(train: SequenceData, steps: int = 10, prune: int | None = 20) -> Scorer:
-    """Items that followed the row's last item within `steps` events, by summed 1/distance, then the
-    most popular items (session-rec's SR defaults: 10 steps, 1/d, 20 rules per item)."""
+    """Items that followed the row's last item within `steps` events, by summed 1/distance (equal
+    sums: the more popular first), then the most popular items (session-rec's SR defaults: 10
+    steps, 1/d, 20 rules per item). Float32 scores: a rule's rank in its row, above the fallback."""
     rules = rule_weights(train, steps, prune)
-    popular = popularity_scores(train)
-    weight = float(len(train.values[train.spec.item]) + 1) * steps  # a rule (>= 1/steps) ranks above any popularity score
+    rules = sparse.csr_matrix((rules.values().numpy(), tuple(rules.indices().numpy())), shape=rules.shape)
+    popular, fallback = popularity_scores(train).numpy(), popularity_below_zero(train)
 
     def scores(batch: dict) -> torch.Tensor:
-        items = batch[train.spec.item]
-        positions = torch.arange(items.shape[1]).expand_as(items)
-        last = items.gather(1, torch.where(items != SPECIAL_CODES["pad"], positions, -1).max(1).values.clamp(min=0)[:, None])
-        return rules.index_select(0, last.squeeze(1)).to_dense() * weight + popular
+        items = batch[train.spec.item].numpy()
+        last = items[np.arange(len(items)), np.maximum((items != SPECIAL_CODES["pad"]).sum(1) - 1, 0)]
+        followers = rules[last]
+        rows = row_of_entries(followers)
+        order = np.lexsort((-popular[followers.indices], -followers.data, rows))  # by row, strongest first
+        counts = np.diff(followers.indptr)
+        followers.data[order] = counts[rows[order]] - (np.arange(followers.nnz) - followers.indptr[rows[order]])  # m..1
+        return dense_scores(followers, fallback)
 
     return scores
 
