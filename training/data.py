@@ -18,6 +18,7 @@ class SequenceData:
     def __init__(self, prepared_dir: Path, split: str, spec: FeatureSpec, min_length: int = 2):
         frame = prepared.read_split(prepared_dir, split)
         lengths = frame[spec.item].map(len).to_numpy()
+        self.rows = np.flatnonzero(lengths >= min_length)  # each row's place in the stored split
         frame = frame[lengths >= min_length]  # a row needs an input and a target
         self.spec = spec
         self.lengths = frame[spec.item].map(len).to_numpy().astype(np.int64)
@@ -40,7 +41,7 @@ class SequenceData:
         view = object.__new__(SequenceData)
         view.spec, view.values, view.offsets = self.spec, self.values, self.offsets
         view.lengths = (np.arange(len(rows)) - firsts[rows] + 2).astype(np.int64)
-        view.starts = self.starts[rows]
+        view.starts, view.rows = self.starts[rows], self.rows[rows]
         view.context = {name: values[rows] for name, values in self.context.items()}
         return view
 
