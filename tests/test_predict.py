@@ -73,16 +73,20 @@ def causal_run(prepared_synthetic, tmp_path_factory):
 
 
 @pytest.mark.parametrize("body, exclude_seen", [("causal", True), ("causal", False), ("bidirectional", True)])
-def test_every_position_equals_predicting_each_prefix_alone(synthetic_runs, causal_run, held_out_events, body, exclude_seen):
+def test_every_position_equals_predicting_each_prefix_alone(synthetic_runs, causal_run, held_out_events, body, exclude_seen,
+                                                           monkeypatch):
+    from training import recommend
     from training.predict import predict
+
+    monkeypatch.setattr(recommend, "SCORE_VALUES", 1)  # one prefix scored at a time: many chunks, stitched back in order
 
     events, key = held_out_events
     lengths = events.groupby(key, sort=False).size()
-    chosen = [*lengths[lengths > 13].index[:2], *lengths[lengths <= 4].index[:2]]  # past the 12 kept events, and short
-    events = events[events[key].isin(chosen)]
-    events = events.iloc[np.lexsort((events["timestamp"].to_numpy(), pd.factorize(events[key])[0]))]  # time order, stable
+    # past the 12 events kept, past the causal model's 8, and short, in one chunk of sessions
+    chosen = [lengths[lengths > 12].index[0], lengths[(lengths > 8) & (lengths <= 12)].index[0], *lengths[lengths <= 4].index[:2]]
+    events = pd.concat([events[events[key] == session].sort_values("timestamp", kind="stable") for session in chosen])
     run = causal_run if body == "causal" else synthetic_runs[0]
-    every = predict(run, events, k=5, exclude_seen=exclude_seen, all_positions=True)
+    every = predict(run, events, k=5, exclude_seen=exclude_seen, sessions_per_chunk=3, all_positions=True)
     prefixes = pd.concat([session.head(t).assign(**{key: f"{name}@{t}"})
                           for name, session in events.groupby(key, sort=False) for t in range(1, len(session) + 1)])
     alone = predict(run, prefixes, k=5, exclude_seen=exclude_seen, sessions_per_chunk=1)

@@ -48,7 +48,7 @@ def top_items_every_position(run: Path, events: pd.DataFrame, k: int, exclude_se
     there. -> (sequence keys, per answer: its session's index in keys, events seen, k best codes, scores),
     by session then events seen. Causal bodies: one forward per session answers every prefix the model
     reads whole; other bodies and longer prefixes go as batched prefix rows. Scores SCORE_VALUES at a time."""
-    from training.evaluate import position_scores, states_answer_prefixes
+    from training.evaluate import SCORE_ROWS, position_scores, states_answer_prefixes
 
     model = model if model is not None else run_dir.load_model(run)[0]
     data, spec = Path(run) / run_dir.DATA, model.spec
@@ -57,7 +57,7 @@ def top_items_every_position(run: Path, events: pd.DataFrame, k: int, exclude_se
     longest = int(events.groupby(transform["sequence_key"], sort=False).size().max())
     keys, columns, lengths = request_transform.transform_events(data, events, keep=longest)
     context = {name: columns[name][:, 0] for name in spec.context_columns}
-    score_rows = max(1, SCORE_VALUES // spec.item_cardinality)
+    score_rows = max(1, min(SCORE_ROWS, SCORE_VALUES // spec.item_cardinality))  # also bounds a chunk's prefix rows
     sessions_of, seen_of, best, scores = [], [], [], []
 
     def keep_best(session: np.ndarray, seen_n: np.ndarray, chunk_scores: torch.Tensor, seen: torch.Tensor) -> None:
