@@ -2,6 +2,7 @@
 (which the serving tests hold equal to the served ensemble), in chunks of sessions."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -60,3 +61,67 @@ def test_the_command_writes_csv_and_refuses_bad_input_in_one_line(synthetic_runs
         command = ["--run", str(synthetic_runs[0]), "--events", str(tmp_path / "events.csv"), "--out", str(out), *arguments]
         bad = subprocess.run([PYTHON, "-m", "training.predict", *command], cwd=ROOT, capture_output=True, text=True)
         assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and message in bad.stderr, bad.stderr
+
+
+@pytest.fixture(scope="module")
+def causal_run(prepared_synthetic, tmp_path_factory):
+    """GPT-2 reading 8 events of the 12 the transform keeps: one forward answers prefixes up to 8, prefix rows the rest."""
+    from tests.conftest import train_run
+
+    return train_run(prepared_synthetic, tmp_path_factory.mktemp("runs") / "gpt2", "gpt2_clm.yaml", "model.d_model=16",
+                     "model.n_layers=1", "model.n_heads=1", "model.max_length=8")
+
+
+@pytest.mark.parametrize("body, exclude_seen", [("causal", True), ("causal", False), ("bidirectional", True)])
+def test_every_position_equals_predicting_each_prefix_alone(synthetic_runs, causal_run, held_out_events, body, exclude_seen,
+                                                           monkeypatch):
+    from training import recommend
+    from training.predict import predict
+
+    monkeypatch.setattr(recommend, "SCORE_VALUES", 1)  # one prefix scored at a time: many chunks, stitched back in order
+
+    events, key = held_out_events
+    lengths = events.groupby(key, sort=False).size()
+    # past the 12 events kept, past the causal model's 8, and short, in one chunk of sessions
+    chosen = [lengths[lengths > 12].index[0], lengths[(lengths > 8) & (lengths <= 12)].index[0], *lengths[lengths <= 4].index[:2]]
+    events = pd.concat([events[events[key] == session].sort_values("timestamp", kind="stable") for session in chosen])
+    run = causal_run if body == "causal" else synthetic_runs[0]
+    every = predict(run, events, k=5, exclude_seen=exclude_seen, sessions_per_chunk=3, all_positions=True)
+    prefixes = pd.concat([session.head(t).assign(**{key: f"{name}@{t}"})
+                          for name, session in events.groupby(key, sort=False) for t in range(1, len(session) + 1)])
+    alone = predict(run, prefixes, k=5, exclude_seen=exclude_seen, sessions_per_chunk=1)
+    assert list(every.columns) == [key, "position", "rank", "item_id", "score"]
+    assert len(every) == 5 * len(events) and every["position"].max() > 12
+    answers = every[key].astype(str) + "@" + every["position"].astype(str)
+    assert answers.tolist() == alone[key].tolist() and every["rank"].tolist() == alone["rank"].tolist()
+    assert every["item_id"].tolist() == alone["item_id"].tolist()
+    np.testing.assert_allclose(every["score"].to_numpy(), alone["score"].to_numpy(), atol=1e-5, rtol=0)
+
+
+def test_the_command_reads_events_by_their_own_mapping(synthetic_runs, held_out_events, tmp_path):
+    from training.predict import main, predict
+
+    events, key = held_out_events
+    events = events[events[key].isin(events[key].unique()[:6])]
+    own = {"session_id": "visit", "user_id": "listener", "item_id": "song", "timestamp": "played_at",
+           "category": "genre", "price": "cost", "device": "platform"}
+    mine = events.rename(columns=own).assign(played_at=pd.to_datetime(events["timestamp"], unit="s").astype(str))
+    mine.to_csv(tmp_path / "mine.csv", index=False)
+    mapping = {"session": "visit", "user": "listener", "item": "song", "time": "played_at", "categorical": ["genre"],
+               "continuous": ["cost"], "context_categorical": ["platform"]}
+    (tmp_path / "mapping.json").write_text(json.dumps(mapping))
+    out = tmp_path / "predictions.parquet"
+    command = [PYTHON, "-m", "training.predict", "--run", str(synthetic_runs[0]), "--events", str(tmp_path / "mine.csv"),
+               "--k", "4", "--all-positions", "--out", str(out)]
+    done = subprocess.run([*command, "--mapping", str(tmp_path / "mapping.json")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected = predict(synthetic_runs[0], events, k=4, all_positions=True).rename(columns={key: "visit"})
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected, check_exact=False, atol=1e-6)
+    (tmp_path / "no_genre.json").write_text(json.dumps({**mapping, "categorical": []}))
+    (tmp_path / "elsewhere.json").write_text(json.dumps({**mapping, "item": "track"}))
+    for mapping_file, message in [("no_genre.json", "expected a column for the run's categorical column 'category'"),
+                                  ("elsewhere.json", f"--events {tmp_path / 'mine.csv'}: mapped column(s) 'track' (item) not found"),
+                                  ("none.json", "none.json does not exist")]:
+        with pytest.raises(SystemExit) as refused:  # in this process: a command start costs seconds
+            main([*command[3:], "--mapping", str(tmp_path / mapping_file)])
+        assert len(str(refused.value.code).splitlines()) == 1 and message in str(refused.value.code), refused.value.code

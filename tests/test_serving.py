@@ -33,6 +33,8 @@ def server(ml1m_run, synthetic_runs, tmp_path_factory):
     repo = tmp_path_factory.mktemp("serving") / "repo"
     export(ml1m_run, repo, ExportOptions(name="ml1m", torch_runtime="python", max_batch_size=MAX_BATCH, top_k=50))
     export(synthetic_runs[0], repo, ExportOptions(name="synth", torch_runtime="python", max_batch_size=MAX_BATCH, top_k=20))
+    export(synthetic_runs[0], repo, ExportOptions(name="synth_unseen", torch_runtime="python", max_batch_size=MAX_BATCH,
+                                                  top_k=20, exclude_seen=True))  # the same run, its sessions' items left out
     with TritonServer(repo, log_path=repo.parent / "server.log") as running:
         yield running
 
@@ -68,6 +70,23 @@ def test_ensemble_answers_what_the_offline_model_answers_one_request_at_a_time(s
         client.wait_ready(30)
         _assert_same(_one_by_one(client, ml1m_held_out, list(ml1m_expected)), ml1m_expected)
         _assert_same(client.recommend(ml1m_held_out, k=K), ml1m_expected)  # batches of MAX_BATCH sessions
+
+
+@pytest.mark.parametrize("model, exclude_seen", [("synth", False), ("synth_unseen", True)])
+def test_training_predict_writes_what_the_served_ensemble_answers(server, synthetic_runs, prepared_synthetic, model, exclude_seen):
+    from training.predict import predict
+
+    events, _, key = raw_events(prepared_synthetic)
+    events = held_out(events, key, "timestamp", 40, seed=5)[0]
+    with RecommenderClient(server.grpc_url, model=model) as client:
+        client.wait_ready(30)
+        assert client.spec.exclude_seen == exclude_seen and events.groupby(key).size().max() > client.spec.max_events
+        served = client.recommend(events, k=K)
+    predicted = predict(synthetic_runs[0], events, K, exclude_seen, sessions_per_chunk=7)
+    assert list(predicted[key].drop_duplicates()) == list(served)
+    for session, rows in predicted.groupby(key, sort=False):
+        assert rows["item_id"].tolist() == list(served[session].item_ids), session
+        np.testing.assert_allclose(rows["score"].to_numpy(), served[session].scores, atol=1e-4, rtol=0, err_msg=str(session))
 
 
 def _executions(server, model: str) -> tuple[float, float]:

@@ -59,11 +59,16 @@ def add_metrics(sums: dict[str, float], ranks: torch.Tensor, ks) -> None:
         sums[name] = sums.get(name, 0.0) + float(values.sum())
 
 
-def _one_forward_per_sequence(model: NextItemModel, data: SequenceData) -> bool:
+def states_answer_prefixes(model: NextItemModel) -> bool:
     """A causal body's state at event p is what it gives the prefix ending at p, when positions
-    count from the start and every row fits the events the model reads."""
+    count from the start (up to the events the model reads)."""
+    return not model.appends_mask and model.config.positions == "from_start"
+
+
+def _one_forward_per_sequence(model: NextItemModel, data: SequenceData) -> bool:
+    """States answer prefixes and every row fits the events the model reads."""
     longest = int(data.lengths.max()) if len(data) else 0
-    return not model.appends_mask and model.config.positions == "from_start" and longest <= model.config.max_length
+    return states_answer_prefixes(model) and longest <= model.config.max_length
 
 
 def _all_positions(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool, batch_size: int) -> dict[str, float]:
@@ -73,20 +78,24 @@ def _all_positions(model: NextItemModel, data: SequenceData, ks, exclude_seen: b
     predictions = 0
     for batch in data.batches(batch_size):
         batch = {name: values.to(device) for name, values in batch.items()}
-        hidden, mask = model.encode(batch)
         items = batch[model.spec.item]
-        predicted = mask[:, 1:]  # position p predicts the event at p + 1
-        rows, positions = predicted.nonzero(as_tuple=True)
-        predictions += len(rows)
-        for chunk in range(0, len(rows), SCORE_ROWS):
-            row, position = rows[chunk:chunk + SCORE_ROWS], positions[chunk:chunk + SCORE_ROWS]
-            scores = model.scores(hidden[row, position])
-            seen = None
-            if exclude_seen:  # the prefix's items: events 0..p of the row
-                prefix = torch.arange(items.shape[1], device=device)[None, :] <= position[:, None]
-                seen = items[row].masked_fill(~prefix, 0)
-            add_metrics(sums, target_ranks(scores, items[row, position + 1], exclude=seen), ks)
+        for row, position, scores, prefix_items in position_scores(model, batch):
+            predictions += len(row)
+            add_metrics(sums, target_ranks(scores, items[row, position + 1], exclude=prefix_items if exclude_seen else None), ks)
     return {name: total / max(predictions, 1) for name, total in sums.items()}
+
+
+def position_scores(model: NextItemModel, batch: dict[str, torch.Tensor], with_last: bool = False, score_rows: int = SCORE_ROWS):
+    """One forward of a causal body over a right-padded batch; yields, `score_rows` states at a time,
+    (rows, positions, scores of the prefix ending at each, that prefix's items 0-padded [rows, L]).
+    with_last: the last real event's state too (it predicts nothing in evaluation, the next item in predict)."""
+    hidden, mask = model.encode(batch)
+    items = batch[model.spec.item]
+    rows, positions = (mask if with_last else mask[:, 1:]).nonzero(as_tuple=True)  # position p predicts event p + 1
+    for chunk in range(0, len(rows), score_rows):
+        row, position = rows[chunk:chunk + score_rows], positions[chunk:chunk + score_rows]
+        prefix = torch.arange(items.shape[1], device=items.device)[None, :] <= position[:, None]
+        yield row, position, model.scores(hidden[row, position]), items[row].masked_fill(~prefix, 0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -146,12 +146,14 @@ def session_columns(events: pd.DataFrame, spec: dict) -> tuple[np.ndarray, dict[
     return np.asarray(keys), columns, counts
 
 
-def transform_events(prepared_dir: Path, events: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+def transform_events(prepared_dir: Path, events: pd.DataFrame, keep: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Raw events -> (sequence keys, every output of the workflow's request-time transform,
-    events kept per session), as the served transform step computes them, with no request bound."""
+    events kept per session), as the served transform step computes them, with no request bound.
+    keep: events kept per session instead of the workflow's last max_events (every prefix's inputs)."""
     from model_repository.transform.compiled import RequestTransform
 
     spec = load(prepared_dir)
+    spec = spec if keep is None else {**spec, "max_events": keep, "model_events": keep}
     keys, columns, counts = session_columns(events.reset_index(drop=True), spec)
     transform = RequestTransform(prepared_dir, spec=spec)
     return keys, transform.transform(columns, counts), np.minimum(counts, spec["max_events"])
