@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from bench.output import write_json
+from training.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "training" / "configs"
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "sessions")
     parser.add_argument("overrides", nargs="*", help="section.key=value for every config")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     from training.baselines import BASELINES
 
     baselines = [name for name in args.baselines.split(",") if name]

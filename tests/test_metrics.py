@@ -41,3 +41,14 @@ def test_means_over_rows():
     metrics = ranking_metrics(torch.tensor([0, 1, 30]), ks=(10,))
     assert metrics["hr@10"].mean().item() == pytest.approx(2 / 3)
     assert metrics["ndcg@10"].mean().item() == pytest.approx((1 + 1 / math.log2(3)) / 3)
+
+
+def test_ranks_counted_a_few_rows_at_a_time_equal_the_whole_comparison():
+    from training.metrics import RANK_ROWS
+
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 5, (2 * RANK_ROWS + 7, 30), generator=generator).float()  # ties, a ragged last chunk
+    targets = torch.randint(0, 30, (len(scores),), generator=generator)
+    whole = (scores >= scores.gather(1, targets[:, None])).sum(1) - 1
+    assert torch.equal(target_ranks(scores, targets), whole)
+    assert target_ranks(scores[:0], targets[:0]).shape == (0,)

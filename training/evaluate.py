@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from training import run_dir
+from training.allocator import keep_freed_memory
 from training.data import SequenceData
 from training.metrics import ranking_metrics, target_ranks
 from training.model import NextItemModel
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="last",
                         help="last: each row's final event; all: every next event from its prefix")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     warnings.simplefilter("ignore", UserWarning)
     try:
         model, config = run_dir.load_model(args.run)

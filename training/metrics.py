@@ -14,6 +14,7 @@ import torch
 
 DEFAULT_KS = (5, 10, 20)
 NAMES = ("ndcg", "recall", "hr", "mrr", "map", "precision")
+RANK_ROWS = 64  # rows compared with their target at once
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -25,7 +26,10 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Ten
         rows = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(exclude)
         scores[rows, exclude] = float("-inf")
     target_scores = scores.gather(1, targets[:, None])
-    ranks = (scores >= target_scores).sum(1) - 1  # the higher ones and the tied ones but the target itself
+    # the higher ones and the tied ones but the target itself; counted a few rows at a time, so the
+    # [rows, catalog] comparison never exists whole (at 100k+ items it cost more than the scores)
+    ranks = torch.cat([torch.count_nonzero(scores[start:start + RANK_ROWS] >= target_scores[start:start + RANK_ROWS], dim=1)
+                       for start in range(0, scores.shape[0], RANK_ROWS)]) - 1 if len(scores) else targets.new_zeros(0)
     never = ~torch.isfinite(target_scores.squeeze(1))
     return torch.where(never, torch.full_like(ranks, scores.shape[1]), ranks)
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from training import prepared, request_transform, run_dir, views
+from training.allocator import keep_freed_memory
 from training.events import EventColumns, validate_events
 from training.recommend import top_items, top_items_every_position
 
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="predictions, .parquet or .csv")
     parser.add_argument("--sessions-per-chunk", type=int, default=256, help="sessions scored at once (bounds memory)")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     warnings.simplefilter("ignore", UserWarning)
     try:
         if args.out.suffix not in FORMATS:

@@ -8,6 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
+from training.allocator import keep_freed_memory
 from training.baselines import BASELINES, BY_RECENCY, Scorer, fit_baseline, session_start_times
 from training.data import SequenceData
 from training.evaluate import PROTOCOLS, evaluate_scores
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exclude-seen", action="store_true", help="drop the sequence's own items from the ranking")
     parser.add_argument("--baselines", default=",".join(BASELINES), help=f"comma-separated, of {list(BASELINES)}")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     names = [name for name in args.baselines.split(",") if name]
     unknown = [name for name in names if name not in BASELINES]
     if unknown:

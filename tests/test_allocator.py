@@ -1,0 +1,50 @@
+"""The training process keeps the memory it frees, so a step's large buffers (the item table's
+gradient, the optimizer's temporaries, the loss's blocks) are not page-faulted in again every
+step, as glibc's defaults do when they give freed memory back to the kernel."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+STEPS = 4
+CATALOG = 100_000  # the item table's gradient (25 MiB) sits above glibc's default mmap threshold
+
+PROGRAM = f"""
+import json, resource, sys, torch
+from training.allocator import keep_freed_memory
+from training.losses import ChunkedCrossEntropy
+applied = keep_freed_memory() if sys.argv[1] == "keep" else None
+torch.manual_seed(0)
+weight, bias = torch.randn({CATALOG}, 64, requires_grad=True), torch.zeros({CATALOG}, requires_grad=True)
+hidden, targets = torch.randn(256, 64, requires_grad=True), torch.randint(0, {CATALOG}, (256,))
+optimizer = torch.optim.AdamW([weight, bias, hidden])
+def step():
+    optimizer.zero_grad(set_to_none=True)
+    ChunkedCrossEntropy.apply(hidden, weight, bias, targets, 0.0).backward()
+    optimizer.step()
+step(), step()  # warm-up: first allocations fault their pages in either way
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range({STEPS}):
+    step()
+print(json.dumps({{"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}}))
+"""
+
+
+def _faults(mode: str) -> dict:
+    completed = subprocess.run([sys.executable, "-c", PROGRAM, mode], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
+    table_pages = CATALOG * 64 * 4 // 4096
+    default, kept = _faults("default"), _faults("keep")
+    assert kept["applied"] is True
+    assert default["faults"] > STEPS * table_pages  # glibc's defaults: the step's buffers are faulted in anew each step
+    assert kept["faults"] < 2 * table_pages  # kept: the steps reuse the same pages (a new buffer at most once or twice)
