@@ -255,8 +255,7 @@ def test_config_values_are_typed():
 def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing, monkeypatch):
     from training.losses import ChunkedCrossEntropy
 
-    monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 7)  # several blocks each way, ragged last ones
-    monkeypatch.setattr(ChunkedCrossEntropy, "COLUMNS", 16)
+    monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 7)  # several chunks and a ragged last one
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(30, 8, generator=generator, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(50, 8, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -277,7 +276,6 @@ def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full
     from training.losses import ChunkedCrossEntropy
 
     monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 5)
-    monkeypatch.setattr(ChunkedCrossEntropy, "COLUMNS", 16)
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(12, 8, generator=generator, dtype=dtype, requires_grad=True)
     weight = torch.randn(40, 8, generator=generator, dtype=dtype, requires_grad=True)
@@ -295,6 +293,25 @@ def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full
     torch.testing.assert_close(ours, reference)
     for got, want in zip(ours_grads, reference_grads):
         torch.testing.assert_close(got, want)
+
+
+def test_chunked_cross_entropy_under_bf16_autocast_is_close_to_float32():
+    """Products in bfloat16, the softmax in float32: the loss and gradients stay near full precision."""
+    from training.losses import ChunkedCrossEntropy
+
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(700, 16, generator=generator, requires_grad=True)  # two chunks
+    weight = (0.3 * torch.randn(300, 16, generator=generator)).requires_grad_()
+    bias = torch.randn(300, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 300, (700,), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = ChunkedCrossEntropy.apply(hidden, weight, bias, targets, 0.1)
+    ours_grads = torch.autograd.grad(ours, (hidden, weight, bias))
+    reference = F.cross_entropy(hidden @ weight.T + bias, targets, label_smoothing=0.1)
+    reference_grads = torch.autograd.grad(reference, (hidden, weight, bias))
+    torch.testing.assert_close(ours, reference, rtol=0.02, atol=0.02)
+    for got, want in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(got, want, rtol=0.05, atol=2e-4)
 
 
 def test_two_process_data_parallel_run(prepared_synthetic, tmp_path):

@@ -114,16 +114,15 @@ class NextItemLoss:
 
 class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy of `hidden @ weight.T + bias` against `targets`, with label
-    smoothing, computed block by block (rows x columns): the [N, catalog] logits never exist
-    whole; each block's softmax terms are folded into running per-row maxima and sums (as flash
-    attention does), and the backward pass recomputes each block. Same value and gradients as
-    F.cross_entropy on the full logits. Blocks stay small, so they run near the caches and their
-    buffers come back from the heap instead of fresh, page-faulted mappings.
+    smoothing, computed over chunks of rows: the [N, catalog] logits never exist whole (the
+    backward pass recomputes each chunk's). Each chunk's logits are written in place into one
+    workspace kept across steps: a fresh [rows, catalog] buffer per chunk would be a new mapping
+    that the kernel faults in page by page (at 100k+ items that was a third of the step's CPU).
+    Same value and gradients as F.cross_entropy on the full logits.
     `row_codes`/`column_codes` (sampled softmax): a column whose code equals the row's code, other
     than the row's target column, is left out of the row's softmax (an accidental hit)."""
 
-    ROWS = 512  # rows per block: each item-weight block is read once per this many rows
-    COLUMNS = 4096  # columns per block: a 512 x 4096 float32 block is 8 MiB
+    ROWS = 512  # rows per chunk: the item weights are read once per this many rows
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, label_smoothing, row_codes=None, column_codes=None):
@@ -135,26 +134,17 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         low_weight = weight.to(compute)
         log_normalisers = torch.empty(n_rows, dtype=exact, device=hidden.device)
         total = log_normalisers.new_zeros(())
-        for r0, r1 in _spans(n_rows, ChunkedCrossEntropy.ROWS):
-            rows = hidden[r0:r1].to(compute)
-            row_targets = targets[r0:r1]
-            running_max = torch.full((r1 - r0,), torch.finfo(exact).min, dtype=exact, device=hidden.device)
-            running_sum, target_logits, logit_sums = torch.zeros_like(running_max), torch.zeros_like(running_max), torch.zeros_like(running_max)
-            for c0, c1 in _spans(n_columns, ChunkedCrossEntropy.COLUMNS):
-                logits = ChunkedCrossEntropy._block(rows, low_weight, bias, r0, c0, c1, exact, targets, row_codes, column_codes)
-                inside = (row_targets >= c0) & (row_targets < c1)
-                picked = logits.gather(1, (row_targets - c0).clamp(0, c1 - c0 - 1)[:, None]).squeeze(1)
-                target_logits += torch.where(inside, picked, torch.zeros((), dtype=exact, device=hidden.device))
-                if label_smoothing:
-                    logit_sums += logits.sum(1)
-                block_max = torch.maximum(running_max, logits.max(1).values)
-                running_sum = running_sum * torch.exp(running_max - block_max) + logits.sub_(block_max[:, None]).exp_().sum(1)
-                running_max = block_max
-            log_normaliser = running_max + torch.log(running_sum)
-            log_normalisers[r0:r1] = log_normaliser
+        for start, stop in _spans(n_rows, ChunkedCrossEntropy.ROWS):
+            logits = ChunkedCrossEntropy._logits(hidden[start:stop], low_weight, bias, exact, compute)
+            ChunkedCrossEntropy._mask_hits(logits, start, targets, row_codes, column_codes)
+            target_logits = logits.gather(1, targets[start:stop, None]).squeeze(1)
+            smoothed = logits.sum(1) / n_columns if label_smoothing else None
+            largest = logits.amax(1)
+            log_normaliser = largest + logits.sub_(largest[:, None]).exp_().sum(1).log_()
+            log_normalisers[start:stop] = log_normaliser
             losses = log_normaliser - (1 - label_smoothing) * target_logits
             if label_smoothing:
-                losses = losses - label_smoothing * logit_sums / n_columns
+                losses = losses - label_smoothing * smoothed
             total = total + losses.sum()
         ctx.save_for_backward(hidden, weight, bias, targets, log_normalisers)
         ctx.compute, ctx.label_smoothing, ctx.row_codes, ctx.column_codes = compute, label_smoothing, row_codes, column_codes
@@ -171,41 +161,59 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight)
         grad_bias = torch.zeros_like(bias)
         low_weight = weight.to(compute)
-        in_place = compute == exact == weight.dtype  # products accumulate straight into the gradients
-        for r0, r1 in _spans(n_rows, ChunkedCrossEntropy.ROWS):
-            rows = hidden[r0:r1].to(compute)
-            row_targets = targets[r0:r1]
-            row_grad = torch.zeros(r1 - r0, hidden.shape[1], dtype=exact, device=hidden.device)
-            for c0, c1 in _spans(n_columns, ChunkedCrossEntropy.COLUMNS):
-                block = ChunkedCrossEntropy._block(rows, low_weight, bias, r0, c0, c1, exact, targets, ctx.row_codes, ctx.column_codes)
-                block = block.sub_(log_normalisers[r0:r1, None]).exp_()
-                inside = torch.nonzero((row_targets >= c0) & (row_targets < c1)).squeeze(1)
-                block[inside, row_targets[inside] - c0] -= 1 - smoothing
-                if smoothing:
-                    block.sub_(smoothing / n_columns)
-                block.mul_(scale)
-                grad_bias[c0:c1] += block.sum(0).to(grad_bias.dtype)
-                if in_place:
-                    row_grad.addmm_(block, low_weight[c0:c1])
-                    grad_weight[c0:c1].addmm_(block.T, rows)
-                else:
-                    low_block = block.to(compute)
-                    row_grad += (low_block @ low_weight[c0:c1]).to(exact)
-                    grad_weight[c0:c1] += (low_block.T @ rows).to(grad_weight.dtype)
-            grad_hidden[r0:r1] = row_grad.to(grad_hidden.dtype)
+        in_place = compute == exact == weight.dtype == hidden.dtype  # products accumulate straight into the gradients
+        for start, stop in _spans(n_rows, ChunkedCrossEntropy.ROWS):
+            rows = hidden[start:stop]
+            probabilities = ChunkedCrossEntropy._logits(rows, low_weight, bias, exact, compute)
+            ChunkedCrossEntropy._mask_hits(probabilities, start, targets, ctx.row_codes, ctx.column_codes)
+            logits_grad = probabilities.sub_(log_normalisers[start:stop, None]).exp_()
+            logits_grad[torch.arange(stop - start, device=hidden.device), targets[start:stop]] -= 1 - smoothing
+            if smoothing:
+                logits_grad.sub_(smoothing / n_columns)
+            logits_grad.mul_(scale)
+            grad_bias.add_(logits_grad.sum(0).to(grad_bias.dtype))
+            if in_place:
+                torch.mm(logits_grad, low_weight, out=grad_hidden[start:stop])
+                grad_weight.addmm_(logits_grad.T, rows)
+            else:
+                low_grad = _workspace(logits_grad.shape, compute, hidden.device, "low").copy_(logits_grad)
+                grad_hidden[start:stop] = (low_grad @ low_weight).to(grad_hidden.dtype)
+                grad_weight.add_((low_grad.T @ rows.to(compute)).to(grad_weight.dtype))
         return grad_hidden, grad_weight, grad_bias, None, None, None, None
 
     @staticmethod
-    def _block(rows, low_weight, bias, r0, c0, c1, exact, targets, row_codes, column_codes):
-        """Logits of rows x columns c0:c1 in float32 (float64 stays float64), accidental hits at -inf."""
-        logits = (rows @ low_weight[c0:c1].T).to(exact).add_(bias[c0:c1].to(exact))
-        if row_codes is not None:
-            r1 = r0 + rows.shape[0]
-            hits = column_codes[None, c0:c1] == row_codes[r0:r1, None]
-            own = torch.nonzero((targets[r0:r1] >= c0) & (targets[r0:r1] < c1)).squeeze(1)
-            hits[own, targets[r0:r1][own] - c0] = False
-            logits.masked_fill_(hits, float("-inf"))
-        return logits
+    def _logits(rows, low_weight, bias, exact, compute):
+        """The chunk's logits in float32 (float64 stays float64), in the shared workspace."""
+        shape = (rows.shape[0], low_weight.shape[0])
+        logits = _workspace(shape, exact, rows.device, "exact")
+        if compute == exact:
+            torch.mm(rows.to(compute), low_weight.T, out=logits)
+        else:  # the low-precision product, then widened into the workspace
+            logits.copy_(torch.mm(rows.to(compute), low_weight.T, out=_workspace(shape, compute, rows.device, "low")))
+        return logits.add_(bias.to(exact))
+
+    @staticmethod
+    def _mask_hits(logits, start, targets, row_codes, column_codes):
+        if row_codes is None:
+            return
+        stop = start + logits.shape[0]
+        hits = column_codes[None, :] == row_codes[start:stop, None]
+        hits[torch.arange(stop - start, device=logits.device), targets[start:stop]] = False
+        logits.masked_fill_(hits, float("-inf"))
+
+
+_WORKSPACES: dict[tuple, torch.Tensor] = {}
+
+
+def _workspace(shape: tuple[int, int], dtype: torch.dtype, device: torch.device, role: str) -> torch.Tensor:
+    """A [rows, columns] buffer kept across calls (grown when a call needs more): its pages are
+    faulted in once per process, not once per chunk."""
+    key = (role, dtype, str(device))
+    size = shape[0] * shape[1]
+    buffer = _WORKSPACES.get(key)
+    if buffer is None or buffer.numel() < size:
+        buffer = _WORKSPACES[key] = torch.empty(size, dtype=dtype, device=device)
+    return buffer[:size].view(shape)
 
 
 def _spans(total: int, size: int):
