@@ -77,6 +77,6 @@ def test_baselines_are_strong_but_far_from_solving_it(tmp_path):
     train, test = SequenceData(tmp_path / "prepared", "train", spec), SequenceData(tmp_path / "prepared", "test", spec)
     hr = {name: metrics["hr@20"] for name, metrics in baseline_metrics(
         train, test, (20,), protocol="all", names=("most_popular", "sequential_rules", "session_knn")).items()}
+    assert max(hr.values()) < 0.5  # random picks, skips and drift: far from solved
     assert hr["sequential_rules"] > 2.5 * hr["most_popular"]
     assert hr["session_knn"] > 1.1 * hr["sequential_rules"]  # the session's earlier items tell which playlist plays
-    assert hr["session_knn"] < 0.5  # random picks and drift: far from solved
