@@ -123,8 +123,7 @@ def _play(rng: np.random.Generator, config: SessionConfig, lengths: np.ndarray, 
         alive = int(alive_at[t])
         playlist, position, previous = playlist[:alive], position[:alive], steps[-1][:alive]
         action = np.searchsorted(thresholds, rng.random(alive), side="right")  # 0 previous, 1 earlier, 2 random, 3 drift, 4 advance
-        # advance: the next track, skipping some; past the playlist's end is a drift
-        advance = 1 + rng.geometric(1.0 - config.skip, alive) - 1
+        advance = rng.geometric(1.0 - config.skip, alive)  # 1 + the tracks skipped; past the playlist's end is a drift
         position = np.where(action == 4, position + advance, position)
         ended = position >= lists.lengths(playlist)
         drift = (action == 3) | ended
@@ -158,9 +157,9 @@ def _drift(rng, config: SessionConfig, lists: _Playlists, playlist, position, pr
     holders = lists.holder_offsets[previous[moving] + 1] - lists.holder_offsets[previous[moving]]
     segue = (rng.random(len(moving)) < config.segue) & (holders > 0)
     pick = lists.holder_offsets[previous[moving]] + (rng.random(len(moving)) * holders).astype(np.int64)
-    slot = lists.holders[np.minimum(pick, len(lists.holders) - 1)]  # read only where the track has holders
-    new_playlist = np.where(segue, lists.slot_playlist[np.where(segue, slot, 0)], _draw(rng, lists.cumulative, len(moving)))
-    new_position = np.where(segue, np.where(segue, slot, 0) - lists.offsets[new_playlist] + 1, 0)
+    slot = np.where(segue, lists.holders[np.minimum(pick, len(lists.holders) - 1)], 0)  # read only where held
+    new_playlist = np.where(segue, lists.slot_playlist[slot], _draw(rng, lists.cumulative, len(moving)))
+    new_position = np.where(segue, slot - lists.offsets[new_playlist] + 1, 0)
     new_position = np.where(new_position >= lists.lengths(new_playlist), 0, new_position)
     playlist[moving], position[moving] = new_playlist, new_position
     return playlist, position
@@ -201,12 +200,20 @@ def _held_out(rng: np.random.Generator, events: pd.DataFrame, train_items: np.nd
     return events[np.isin(events["session_id"].to_numpy(), kept)].reset_index(drop=True)
 
 
-def generate_sessions(config: SessionConfig = SessionConfig()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """-> (train, valid, test) events: session_id, item_id, timestamp; valid and test start after train."""
+def _check(config: SessionConfig) -> None:
     for field in fields(config):
         value = getattr(config, field.name)
-        if field.name != "seed" and value < 0 or field.name.startswith("n_") and value < 1:
+        if value < (1 if field.name.startswith("n_") else 0):
             raise ValueError(f"SessionConfig.{field.name}: expected a positive value, got {value}")
+    chances = config.repeat_previous + config.repeat_earlier + config.random_pick + config.drift
+    if chances > 1 or config.skip >= 1:
+        raise ValueError(f"SessionConfig: expected repeat_previous + repeat_earlier + random_pick + drift <= 1 and "
+                         f"skip < 1, got {chances:g} and {config.skip:g}")
+
+
+def generate_sessions(config: SessionConfig = SessionConfig()) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """-> (train, valid, test) events: session_id, item_id, timestamp; valid and test start after train."""
+    _check(config)
     rng = np.random.default_rng(config.seed)
     item_rank = rng.permutation(config.n_items) + 1.0  # each item's popularity rank (ids do not reveal it)
     lists = _playlists(rng, config, item_rank)
@@ -279,7 +286,9 @@ def parse_args(argv: list[str] | None) -> tuple[Path, SessionConfig]:
     parser.add_argument("--out", required=True, type=Path, help="folder for train/valid/test.parquet and mapping.yaml")
     for flag, field in (("--items", "n_items"), ("--train-sessions", "n_train_sessions"), ("--valid-sessions", "n_valid_sessions"),
                         ("--test-sessions", "n_test_sessions"), ("--days", "n_days"), ("--seed", "seed")):
-        parser.add_argument(flag, type=int, default=getattr(defaults, field), dest=field, help=f"default {getattr(defaults, field):,}")
+        parser.add_argument(flag, type=int, default=getattr(defaults, field), dest=field, metavar="N", help=f"default {getattr(defaults, field):,}"
+                            + (" (the catalog the sessions draw from; at the default sizes about 121k occur in training)"
+                               if field == "n_items" else ""))
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     for field, value in args.items():
