@@ -55,11 +55,11 @@ class SessionConfig:
     length_df: float = 4.0  # the t's tail: the real p99 of 51
     max_length: int = 2_550  # the real longest session
     start_at_top: float = 0.5  # chance a playlist is played from its first track, else from a random one
-    skip: float = 0.3  # chance each next track is skipped when advancing in the playlist
+    skip: float = 0.4  # chance each next track is skipped when advancing in the playlist (SR near its real score)
     repeat_previous: float = 0.04  # plus coincidences: the real share of targets equal to the previous item (5.7%)
     repeat_earlier: float = 0.05  # plus these: the real share of targets seen earlier in the session (10.5%)
     random_pick: float = 0.45  # a track drawn from the whole catalog (noise, the long tail): POP and SR as low as real
-    drift: float = 0.05  # intent drift: switch to another playlist
+    drift: float = 0.08  # intent drift: switch to another playlist (V-SkNN near its real score)
     segue: float = 0.5  # a drift goes to another playlist holding the current track (else any by popularity)
     mean_gap_s: float = 180.0  # seconds between plays (a track)
     seed: int = 0

@@ -53,6 +53,7 @@ def fetch(home: Path = DATA_HOME) -> Path:
     if target.exists():
         return _checked(target, FILE_SHA256)
     home.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {REQUIREMENT}'s source archive for {MEMBER} ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix=".yoochoose-", dir=home) as staging:
         staging = Path(staging)
         (staging / "requirements.txt").write_text(f"{REQUIREMENT} --hash=sha256:{ARCHIVE_SHA256}\n")
