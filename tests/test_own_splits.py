@@ -63,3 +63,18 @@ def test_own_splits_are_refused_in_one_line_when_incomplete_or_mixed(files):
         lines = result.stderr.strip().splitlines()
         assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
         assert not (files / "out").exists()
+
+
+def test_own_splits_keep_every_training_item_unless_a_min_item_count_is_given(files):
+    from training.prepare import PrepareArgs, run
+
+    train = pd.read_csv(files / "train.csv")
+    pd.concat([train, train.iloc[[0]].assign(item="rare")]).to_csv(files / "train.csv", index=False)  # one event
+    (files / "mapping.yaml").write_text(MAPPING)
+    splits = {"dataset": str(files / "train.csv"), "mapping": files / "mapping.yaml",
+              "valid_events": files / "valid.parquet", "test_events": files / "test.csv"}
+    default = run(PrepareArgs(out=files / "default", **splits))
+    assert "rare" in set(prepared.item_vocabulary(files / "default").dropna())
+    assert default["options"]["min_item_count"] == 1  # recorded resolved: raw_events filters alike
+    run(PrepareArgs(out=files / "explicit", min_item_count=5, **splits))
+    assert "rare" not in set(prepared.item_vocabulary(files / "explicit").dropna())

@@ -5,8 +5,9 @@
     python -m training.prepare --dataset TRAIN --valid-events VALID --test-events TEST --mapping FILE --out DIR
 
 With --valid-events and --test-events (your own splits, parquet or csv, one mapping) the
-workflow is fitted on TRAIN only (--min-item-count counts TRAIN) and transforms the other two
-with it: their items unknown in training become the OOV code, which the metrics count as misses.
+workflow is fitted on TRAIN only (--min-item-count counts TRAIN, default 1: every training item)
+and transforms the other two with it: their items unknown in training become the OOV code,
+which the metrics count as misses.
 
 Writes DIR (the contract every later stage reads; see `training.prepared`):
     prepared.json          what was prepared: dataset, view, split, columns and their roles, max length, counts
@@ -42,6 +43,8 @@ DEFAULTS = {
     "synthetic": ("session", "time", 50),
     "file": ("session", "time", 50),
 }
+MIN_ITEM_COUNT = 5  # one file: the MovieLens protocol (SASRec, BERT4Rec), counted before the split
+OWN_SPLITS_MIN_ITEM_COUNT = 1  # own splits: every training item kept, as the baselines keep them
 
 
 @dataclass
@@ -52,7 +55,7 @@ class PrepareArgs:
     view: str | None = None
     split: str | None = None
     max_length: int | None = None
-    min_item_count: int = 5
+    min_item_count: int | None = None  # None: MIN_ITEM_COUNT, or OWN_SPLITS_MIN_ITEM_COUNT with own splits
     min_item_frequency: int = 0
     continuous: str = "log-normalize"
     buckets: int = 10
@@ -67,6 +70,13 @@ class PrepareArgs:
     @property
     def defaults(self) -> tuple[str, str, int]:
         return DEFAULTS[self.dataset if self.dataset in BUILTIN else "file"]
+
+    @property
+    def item_count_floor(self) -> int:
+        """--min-item-count, or its default for one file or one's own splits."""
+        if self.min_item_count is not None:
+            return self.min_item_count
+        return OWN_SPLITS_MIN_ITEM_COUNT if self.test_events is not None else MIN_ITEM_COUNT
 
 
 def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
@@ -108,7 +118,7 @@ def raw_events(prepared_dir: Path) -> tuple[pd.DataFrame, EventColumns, str]:
     options = summary["options"]
     args = PrepareArgs(**{**options, "out": Path(options["out"]), "mapping": Path(options["mapping"]) if options["mapping"] else None})
     events, columns = load(args)
-    events = views.filter_items(events, columns, args.min_item_count)
+    events = views.filter_items(events, columns, args.item_count_floor)
     events, key = views.sequence_key(events, columns, summary["view"], int(args.session_gap_minutes * 60))
     return events, columns, key
 
@@ -180,7 +190,7 @@ def run(args: PrepareArgs) -> dict:
     if view == "session-aware" and not columns.user:
         raise EventsError("session-aware view: the mapping names no user column")
     check_continuous(events, columns, log_transform=args.continuous == "log-normalize")
-    events = views.filter_items(events, columns, args.min_item_count)
+    events = views.filter_items(events, columns, args.item_count_floor)
     if own:
         per_split, key = own_splits(args, events, columns, view)
         events, per_window, plan = per_split["train"], None, None
@@ -227,7 +237,8 @@ def run(args: PrepareArgs) -> dict:
         summary = prepared.describe(
             dataset=args.dataset, view=view, split=split, columns=columns, sequence_key=key,
             max_length=max_length, events=events, outputs=outputs, plan=plan, schema=schema, features=features,
-            options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            options={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+            | {"min_item_count": args.item_count_floor},
         )
         prepared.write_summary(summary, staging)
         staging.rename(out)
@@ -246,7 +257,8 @@ def parse_args(argv: list[str] | None) -> PrepareArgs:
     parser.add_argument("--view", choices=views.VIEWS, help="default: sequential for MovieLens, session otherwise")
     parser.add_argument("--split", choices=views.SPLITS, help="default: loo for MovieLens, time otherwise")
     parser.add_argument("--max-length", type=int, help="events kept per sequence, the last ones (default 200 MovieLens, 50 otherwise)")
-    parser.add_argument("--min-item-count", type=int, default=5, help="drop items with fewer interactions (1: keep all)")
+    parser.add_argument("--min-item-count", type=int, help=f"drop items with fewer interactions (1: keep all; default "
+                        f"{MIN_ITEM_COUNT}, {OWN_SPLITS_MIN_ITEM_COUNT} with --valid-events/--test-events)")
     parser.add_argument("--min-item-frequency", type=int, default=0, help="items rarer than this in training map to the OOV code")
     parser.add_argument("--continuous", choices=CONTINUOUS, default="log-normalize", help="transform of continuous features")
     parser.add_argument("--buckets", type=int, default=10, help="quantile buckets for --continuous bucketize")
