@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="prepared folder with train, valid and test splits")
     parser.add_argument("--label", required=True, help="names the result file and the runs' folder")
     parser.add_argument("--configs", default="gpt2_session", help="comma-separated config names or YAML paths ('' for none)")
-    parser.add_argument("--baselines", default="most_popular,sequential_rules,session_knn", help="comma-separated baseline names")
+    parser.add_argument("--baselines", default="most_popular,sequential_rules,session_knn,vstan", help="comma-separated baseline names")
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="training time budget of each config")
     parser.add_argument("--exclude-seen", action="store_true", help="drop the session's own items from the ranking")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "sessions")
