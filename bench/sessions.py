@@ -49,7 +49,7 @@ def score_protocols(score) -> dict:
 
 
 def run_baseline(name: str, data: Path, exclude_seen: bool) -> dict:
-    from training.baselines import BASELINES
+    from training.baselines import BY_RECENCY, fit_baseline, session_start_times
     from training.data import SequenceData
     from training.evaluate import evaluate_scores
     from training.features import feature_spec
@@ -57,7 +57,7 @@ def run_baseline(name: str, data: Path, exclude_seen: bool) -> dict:
     spec = feature_spec(data)
     train, test = SequenceData(data, "train", spec), SequenceData(data, "test", spec)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    scorer = BASELINES[name](train)
+    scorer = fit_baseline(name, train, session_start_times(data, train) if name in BY_RECENCY else None)
     fit_wall = time.perf_counter() - wall
     metrics = score_protocols(lambda protocol: evaluate_scores(scorer, test, KS, exclude_seen, 512, protocol))
     return {"name": name, "kind": "baseline", "fit_wall_s": round(fit_wall, 1), "wall_s": round(time.perf_counter() - wall, 1),
@@ -108,12 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value for every config")
     args = parser.parse_args(argv)
     keep_freed_memory()
-    from training.baselines import BASELINES
+    from training.baselines import baseline_names
 
-    baselines = [name for name in args.baselines.split(",") if name]
-    unknown = [name for name in baselines if name not in BASELINES]
-    if unknown:
-        raise SystemExit(f"sessions: --baselines: expected names of {list(BASELINES)}, got {unknown}")
+    try:
+        baselines = baseline_names(args.baselines)
+    except ValueError as error:
+        raise SystemExit(f"sessions: {error}")
     if not (args.data / "prepared.json").exists():
         raise SystemExit(f"sessions: --data: expected a prepared folder (training.prepare --out), got {args.data}")
     warnings.simplefilter("ignore", UserWarning)

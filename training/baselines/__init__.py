@@ -32,9 +32,18 @@ BASELINES = {"most_popular": most_popular, "transitions": first_order_transition
              "session_knn": session_knn, "vstan": vstan}
 BY_RECENCY = {"session_knn", "vstan"}  # sample the most recent training sessions: need their times
 
-__all__ = ["BASELINES", "Scorer", "baseline_metrics", "decay_weights", "first_order_transitions", "fit_baseline",
+__all__ = ["BASELINES", "Scorer", "baseline_metrics", "baseline_names", "decay_weights", "first_order_transitions", "fit_baseline",
            "most_popular", "popularity_scores", "rule_weights", "sequential_rules", "session_knn",
            "session_start_times", "vstan"]
+
+
+def baseline_names(text: str) -> list[str]:
+    """The comma-separated baseline names of an option; ValueError naming the unknown ones."""
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines: expected names of {list(BASELINES)}, got {unknown}")
+    return names
 
 
 def fit_baseline(name: str, train: SequenceData, session_times: np.ndarray | None = None) -> Scorer:

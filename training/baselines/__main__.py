@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from training.allocator import keep_freed_memory
-from training.baselines import BASELINES, BY_RECENCY, Scorer, fit_baseline, session_start_times
+from training.baselines import BASELINES, BY_RECENCY, Scorer, baseline_names, fit_baseline, session_start_times
 from training.data import SequenceData
 from training.evaluate import PROTOCOLS, evaluate_scores
 from training.features import feature_spec
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baselines", default=",".join(BASELINES), help=f"comma-separated, of {list(BASELINES)}")
     args = parser.parse_args(argv)
     keep_freed_memory()
-    names = [name for name in args.baselines.split(",") if name]
-    unknown = [name for name in names if name not in BASELINES]
-    if unknown:
-        raise SystemExit(f"baselines: --baselines: expected names of {list(BASELINES)}, got {unknown}")
+    try:
+        names = baseline_names(args.baselines)
+    except ValueError as error:
+        raise SystemExit(f"baselines: {error}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
