@@ -9,7 +9,8 @@ Transformers4Rec paper's protocol); `last`: each session's final event. HR, NDCG
 20 over the full training catalog, items of the session not excluded (repeats are real targets in
 sessions) unless --exclude-seen. Each row carries its wall time and the CPU time of the processes
 that did the work (fit + scoring for a baseline; training, then scoring, for a model), measured
-in this one run. `key=value` arguments apply to every config. Writes --out/sessions_LABEL.json.
+in this one run. `key=value` arguments apply to every config. Runs go to --out/LABEL; the
+table is written to bench/results/sessions_LABEL.json.
 Not a test: it measures.
 """
 from __future__ import annotations

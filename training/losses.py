@@ -92,7 +92,7 @@ class NextItemLoss:
             in_batch_log_q = negative_log_q[:1].expand(len(targets))
         temperature = model.config.temperature
         weights = model.item_weights()[candidates]
-        bias = (model.output_bias[candidates] - torch.cat([in_batch_log_q, negative_log_q]) * temperature)
+        bias = model.output_bias[candidates] - torch.cat([in_batch_log_q, negative_log_q]) * temperature
         if temperature != 1.0:
             hidden, bias = hidden / temperature, bias / temperature
         own = torch.arange(len(targets), device=hidden.device)

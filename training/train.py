@@ -25,11 +25,11 @@ from torch import nn
 from tqdm import tqdm
 
 from training import run_dir
+from training.allocator import keep_freed_memory
 from training.config import Config, ConfigError, load_config
 from training.data import SequenceData
 from training.evaluate import PROTOCOLS, evaluate
 from training.features import FeatureError, feature_spec
-from training.allocator import keep_freed_memory
 from training.losses import LossError, NextItemLoss, check_loss
 from training.model import ModelConfigError, NextItemModel
 from training.pretrained import load_item_embeddings

@@ -276,8 +276,9 @@ def statistics_table(generated: dict[str, float]) -> str:
 
 def mapping_yaml() -> str:
     """The role -> column mapping of the written files (training.prepare --mapping)."""
-    return "".join(f"{role}: {column}\n" for role, column in (("session", COLUMNS.session), ("item", COLUMNS.item),
-                                                              ("time", COLUMNS.time)))
+    import yaml
+
+    return yaml.safe_dump({role: column for role, column in COLUMNS.to_dict().items() if column}, sort_keys=False)
 
 
 def write_splits(splits: dict[str, pd.DataFrame], out: Path) -> None:
