@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from tritonclient.utils import InferenceServerException
 
 from client.recommender import PROTOCOLS, RecommenderClient
@@ -34,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def read_events(path: Path, spec: RequestSpec) -> pd.DataFrame:
     """Text columns stay text in csv (ids like 007 keep their zeros)."""
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
+        # by path: pandas would hand pyarrow a Python file object, whose reader threads can abort the
+        # process at exit (see training/parquet.py; the client is installed without training/)
+        return pq.read_table(str(path)).to_pandas()
     text = {name: str for name, datatype in spec.datatypes.items() if datatype == "BYTES"}
     return pd.read_csv(path, dtype=text)
 

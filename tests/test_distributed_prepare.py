@@ -20,6 +20,7 @@ from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 from training import distributed, prepare, prepared
 from training.datasets import synthetic
 from training.events import EventsError
+from training.parquet import read_parquet
 from training.workflow import WorkflowOptions, _continuous
 
 
@@ -51,7 +52,7 @@ def test_prepare_on_a_two_worker_dask_cluster_equals_the_single_process_run(tmp_
     parquet = [f for f in files if f.suffix == ".parquet"]
     assert any(f.parts[0] == prepared.WINDOWS_DIR for f in parquet) and any("categories" in f.parts for f in parquet)
     for name in parquet:  # splits, windows, categories: the same rows in the same order
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask" / name), pd.read_parquet(tmp_path / "single" / name),
+        pd.testing.assert_frame_equal(read_parquet(tmp_path / "dask" / name), read_parquet(tmp_path / "single" / name),
                                       check_exact=True, obj=str(name))
     for name in (f for f in files if f.name == "schema.pbtxt"):  # tags are sets: their order in the file varies
         assert _schema(tmp_path / "dask" / name) == _schema(tmp_path / "single" / name), name

@@ -52,13 +52,13 @@ def test_a_hostile_workflow_pickle_is_never_loaded_by_evaluate_recommend_or_expo
     held_out(events, "session_id", "timestamp", 20, seed=0)[0].to_parquet(tmp_path / "sessions.parquet")
     script = textwrap.dedent(f"""
         import json, sys
-        import pandas as pd
         from export.repository import ExportOptions, export
         from training import evaluate
+        from training.parquet import read_parquet
         from training.recommend import recommend
 
         evaluate.main(["--run", {str(run)!r}, "--split", "test"])
-        answers = recommend({str(run)!r}, pd.read_parquet({str(tmp_path / 'sessions.parquet')!r}), 5, exclude_seen=False)
+        answers = recommend({str(run)!r}, read_parquet({str(tmp_path / 'sessions.parquet')!r}), 5, exclude_seen=False)
         export({str(run)!r}, {str(tmp_path / 'repo')!r}, ExportOptions(name="synth", torch_runtime="python"))
         print(json.dumps({{"sessions": len(answers),
                           "merlin": sorted(m for m in sys.modules if m.split(".")[0] in ("merlin", "nvtabular"))}}))

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import PYTHON, ROOT
 from training import prepared
 from training.codes import SPECIAL_CODES
+from training.parquet import read_parquet
 
 MAPPING = "session: sid\nitem: item\ntime: ts\ncategorical: [cat]\ncontinuous: [price]\n"
 
@@ -45,11 +46,11 @@ def test_the_workflow_is_fitted_on_the_training_file_and_unknown_test_items_are_
     vocabulary = prepared.item_vocabulary(out)
     assert set(vocabulary.dropna()) == {f"i{n}" for n in range(8)}  # only the training file's items
     item = f"{summary['columns']['item']}_list"
-    test = pd.read_parquet(out / "test" / "part_0.parquet")
+    test = read_parquet(out / "test" / "part_0.parquet")
     codes = [code for row in test[item] for code in row]
     expected_oov = sum(1 for s in range(50, 60) for p in range(4) if (s + p) % 5 >= 3)
     assert codes.count(SPECIAL_CODES["oov"]) == expected_oov > 0
-    train = pd.read_parquet(out / "train" / "part_0.parquet")
+    train = read_parquet(out / "train" / "part_0.parquet")
     assert SPECIAL_CODES["oov"] not in {code for row in train[item] for code in row}
 
 

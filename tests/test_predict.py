@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PYTHON, ROOT
+from training.parquet import read_parquet
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_the_command_reads_events_by_their_own_mapping(synthetic_runs, held_out_
     done = subprocess.run([*command, "--mapping", str(tmp_path / "mapping.json")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     expected = predict(synthetic_runs[0], events, k=4, all_positions=True).rename(columns={key: "visit"})
-    pd.testing.assert_frame_equal(pd.read_parquet(out), expected, check_exact=False, atol=1e-6)
+    pd.testing.assert_frame_equal(read_parquet(out), expected, check_exact=False, atol=1e-6)
     (tmp_path / "no_genre.json").write_text(json.dumps({**mapping, "categorical": []}))
     (tmp_path / "elsewhere.json").write_text(json.dumps({**mapping, "item": "track"}))
     for mapping_file, message in [("no_genre.json", "expected a column for the run's categorical column 'category'"),

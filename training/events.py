@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.parquet import read_parquet
+
 
 class EventsError(ValueError):
     """Bad raw input: the message names the file or column, the expected and the received."""
@@ -93,7 +95,7 @@ def read_event_file(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise EventsError(f"events file {path} does not exist")
     if path.is_dir() or path.suffix == ".parquet":
-        events = pd.read_parquet(path)
+        events = read_parquet(path)
     elif path.suffix in (".csv", ".tsv", ".txt"):
         if path.stat().st_size == 0:
             raise EventsError(f"events file {path} is empty: expected a header and at least one event")

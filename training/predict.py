@@ -25,6 +25,7 @@ import pandas as pd
 from training import prepared, request_transform, run_dir, views
 from training.allocator import keep_freed_memory
 from training.events import EventColumns, validate_events
+from training.parquet import read_parquet
 from training.recommend import top_items, top_items_every_position
 
 FORMATS = (".parquet", ".csv")
@@ -36,7 +37,7 @@ def read_events(path: Path) -> pd.DataFrame:
         raise ValueError(f"--events {path}: expected a {' or '.join(FORMATS)} file, got {path.suffix or 'no suffix'!r}")
     if not path.is_file():
         raise FileNotFoundError(f"--events {path}: no such file")
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
 def in_run_columns(events: pd.DataFrame, mapping: Path, data: Path, source: str) -> tuple[pd.DataFrame, str]:

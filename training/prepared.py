@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from training.codes import SPECIAL_CODES
 from training.events import EventColumns
+from training.parquet import read_parquet
 
 if TYPE_CHECKING:
     from merlin.schema import Schema
@@ -75,14 +76,14 @@ def write_split(frame: pd.DataFrame, schema: Schema, folder: Path) -> None:
 
 
 def read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(prepared_dir) / split / SPLIT_FILE)
+    return read_parquet(Path(prepared_dir) / split / SPLIT_FILE)
 
 
 def item_vocabulary(prepared_dir: Path) -> pd.Series:
     """Original item id of each item code (index = code, from 3; 0-2 are reserved)."""
     summary = load_summary(prepared_dir)
     categories = Path(prepared_dir) / WORKFLOW_DIR / "categories" / f"unique.{summary['columns']['item']}.parquet"
-    return pd.read_parquet(categories)[summary["columns"]["item"]]
+    return read_parquet(categories)[summary["columns"]["item"]]
 
 
 def describe(*, dataset, view, split, columns, sequence_key, max_length, events, outputs, plan, schema, features, options) -> dict:

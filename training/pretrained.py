@@ -15,6 +15,7 @@ import torch
 
 from training import prepared
 from training.features import FeatureError
+from training.parquet import read_parquet
 
 
 def load_item_embeddings(path: str | Path, prepared_dir: Path, catalog: int) -> torch.Tensor:
@@ -27,7 +28,7 @@ def load_item_embeddings(path: str | Path, prepared_dir: Path, catalog: int) -> 
             raise FeatureError(f"pretrained_item_embeddings {path}: expected shape [{catalog}, dim] (one row per item code), got {list(vectors.shape)}")
     elif path.suffix == ".parquet":
         item_column = prepared.load_summary(prepared_dir)["columns"]["item"]
-        frame = pd.read_parquet(path)
+        frame = read_parquet(path)
         missing = [c for c in (item_column, "embedding") if c not in frame.columns]
         if missing:
             raise FeatureError(f"pretrained_item_embeddings {path}: missing column(s) {missing}; it has {list(frame.columns)}")

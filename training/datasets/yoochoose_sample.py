@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from training.events import EventColumns, EventsError
+from training.parquet import read_parquet
 
 REQUIREMENT = "transformers4rec==23.12.0"
 ARCHIVE = "transformers4rec-23.12.0.tar.gz"  # PyPI has no wheel of this release: the source archive
@@ -73,7 +74,7 @@ def fetch(home: Path = DATA_HOME) -> Path:
 
 def load_events(path: Path) -> pd.DataFrame:
     """One row per click: session_id, item_id, timestamp (unix seconds), category, in session order."""
-    sessions = pd.read_parquet(path, columns=["session_id", *_LISTS])
+    sessions = read_parquet(path, columns=["session_id", *_LISTS])
     lengths = sessions["item_id/list"].map(len).to_numpy()
     events = {"session_id": np.repeat(sessions["session_id"].to_numpy(), lengths)}
     for column, name in _LISTS.items():
