@@ -21,12 +21,16 @@ def test_rows(prepared_synthetic):
     return SequenceData(prepared_synthetic, "test", feature_spec(prepared_synthetic))
 
 
-def _model(spec, architecture: str, task: str):
+def _model(spec, architecture: str, task: str, repeat_window: int = 0):
     from training.model import ModelConfig, NextItemModel
 
     torch.manual_seed(0)
-    return NextItemModel(spec, ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=1, n_heads=1,
-                                           max_length=12, dropout=0.0)).eval()
+    model = NextItemModel(spec, ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=1, n_heads=1,
+                                            max_length=12, dropout=0.0, repeat_window=repeat_window)).eval()
+    if repeat_window:  # large enough to reorder the rankings
+        with torch.no_grad():
+            model.repeat_weights.copy_(torch.linspace(3.0, 0.5, repeat_window))
+    return model
 
 
 def test_prefix_rows_are_every_next_event_with_the_events_before_it(test_rows):
@@ -43,17 +47,19 @@ def test_prefix_rows_are_every_next_event_with_the_events_before_it(test_rows):
             assert prefix[name][0] == whole[name][0]
 
 
-@pytest.mark.parametrize("architecture,task,one_forward", [("gpt2", "clm", True), ("llama", "clm", True), ("bert", "mlm", False)])
-def test_all_positions_equal_scoring_each_prefix_alone(test_rows, architecture, task, one_forward):
+@pytest.mark.parametrize("architecture,task,one_forward,repeat_window", [
+    ("gpt2", "clm", True, 0), ("llama", "clm", True, 0), ("bert", "mlm", False, 0), ("gpt2", "clm", True, 4)])
+def test_all_positions_equal_scoring_each_prefix_alone(test_rows, architecture, task, one_forward, repeat_window):
     from training.evaluate import _one_forward_per_sequence, evaluate, evaluate_scores
 
-    model = _model(test_rows.spec, architecture, task)
+    model = _model(test_rows.spec, architecture, task, repeat_window)
     assert _one_forward_per_sequence(model, test_rows) == one_forward
+    exclude_seen = not repeat_window  # the repeat score ranks the seen items
     with torch.no_grad():
-        alone = evaluate_scores(model.next_item_scores, test_rows, (10, 20), exclude_seen=True, batch_size=1, protocol="all")
-    together = evaluate(model, test_rows, (10, 20), exclude_seen=True, batch_size=64, protocol="all")
+        alone = evaluate_scores(model.next_item_scores, test_rows, (10, 20), exclude_seen=exclude_seen, batch_size=1, protocol="all")
+    together = evaluate(model, test_rows, (10, 20), exclude_seen=exclude_seen, batch_size=64, protocol="all")
     assert together == pytest.approx(alone, abs=1e-6)  # seen items: the prefix's own (a later event may be the answer)
-    last = evaluate(model, test_rows, (10, 20), exclude_seen=True, batch_size=64, protocol="last")
+    last = evaluate(model, test_rows, (10, 20), exclude_seen=exclude_seen, batch_size=64, protocol="last")
     assert last != pytest.approx(together, abs=1e-6)  # more predictions than the last events
 
 

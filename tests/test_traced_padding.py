@@ -15,14 +15,19 @@ SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8
 TOP_K = 5
 
 
-@pytest.fixture(scope="module", params=[("gpt2", "clm"), ("bert", "mlm")], ids=lambda body: body[0])
+@pytest.fixture(scope="module", params=[("gpt2", "clm", 0), ("bert", "mlm", 0), ("gpt2", "clm", 3)],
+                ids=lambda body: body[0] + ("-repeat" if body[2] else ""))
 def shipped(request, tmp_path_factory):
     """(eager model, model.pt as saved and loaded back)."""
-    architecture, task = request.param
+    architecture, task, repeat_window = request.param
     torch.manual_seed(0)
-    config = ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=2, n_heads=2, max_length=10)
+    config = ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=2, n_heads=2, max_length=10,
+                         repeat_window=repeat_window)
     model = NextItemModel(SPEC, config).eval()
-    path = tmp_path_factory.mktemp(architecture) / "model.pt"
+    if repeat_window:  # large enough to reorder the top items
+        with torch.no_grad():
+            model.repeat_weights.copy_(torch.tensor([3.0, 2.0, 1.0]))
+    path = tmp_path_factory.mktemp(f"{architecture}{repeat_window}") / "model.pt"
     trace(model, TOP_K, exclude_seen=False).save(str(path))
     return model, torch.jit.load(str(path))
 

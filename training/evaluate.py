@@ -96,7 +96,8 @@ def position_scores(model: NextItemModel, batch: dict[str, torch.Tensor], with_l
     for chunk in range(0, len(rows), score_rows):
         row, position = rows[chunk:chunk + score_rows], positions[chunk:chunk + score_rows]
         prefix = torch.arange(items.shape[1], device=items.device)[None, :] <= position[:, None]
-        yield row, position, model.scores(hidden[row, position]), items[row].masked_fill(~prefix, 0)
+        prefix_items = items[row].masked_fill(~prefix, 0)
+        yield row, position, model.add_repeat_scores(model.scores(hidden[row, position]), prefix_items, position), prefix_items
 
 
 def main(argv: list[str] | None = None) -> None:

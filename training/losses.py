@@ -51,21 +51,27 @@ class NextItemLoss:
             counts[:FIRST_ITEM_CODE] = 0
             self.popularity = (counts / counts.sum()).float()
 
-    def __call__(self, model: NextItemModel, hidden: torch.Tensor, targets: torch.Tensor, generator=None) -> torch.Tensor:
+    def __call__(self, model: NextItemModel, hidden: torch.Tensor, targets: torch.Tensor, generator=None,
+                 repeat: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`repeat` (codes [N, L], scores [N, L]): added to each row's logit of each code (code 0: none),
+        as NextItemModel.add_repeat_scores adds them at inference."""
+        if repeat is not None and self.config.loss == "gbce":
+            raise LossError("the repeat score (model.repeat_window) trains with loss ce or sampled, not gbce")
         if self.config.loss == "ce":
-            return self._full(model, hidden, targets)
+            return self._full(model, hidden, targets, repeat)
         negatives, log_q = self._sample(model, hidden.device, generator)
         if self.config.loss == "sampled":
-            return self._sampled_softmax(model, hidden, targets, negatives, log_q)
+            return self._sampled_softmax(model, hidden, targets, negatives, log_q, repeat)
         return self._gbce(model, hidden, targets, negatives)
 
-    def _full(self, model, hidden, targets):
+    def _full(self, model, hidden, targets, repeat=None):
         temperature = model.config.temperature
         weights = model.item_weights()[FIRST_ITEM_CODE:]
         bias = model.output_bias[FIRST_ITEM_CODE:]
         if temperature != 1.0:  # scaling [N, D] and the bias is cheaper than scaling [N, catalog]
             hidden, bias = hidden / temperature, bias / temperature
-        return ChunkedCrossEntropy.apply(hidden, weights, bias, targets - FIRST_ITEM_CODE, self.config.label_smoothing)
+        extra = _repeat_entries(repeat, torch.arange(FIRST_ITEM_CODE, model.spec.item_cardinality, device=hidden.device))
+        return ChunkedCrossEntropy.apply(hidden, weights, bias, targets - FIRST_ITEM_CODE, self.config.label_smoothing, None, None, *extra)
 
     def _sample(self, model, device, generator):
         """Negatives drawn on the CPU generator (the same draws on any device), with their log q."""
@@ -84,7 +90,7 @@ class NextItemLoss:
         weights = model.item_weights()[candidates]
         return (hidden @ weights.T + model.output_bias[candidates]) / model.config.temperature
 
-    def _sampled_softmax(self, model, hidden, targets, negatives, negative_log_q):
+    def _sampled_softmax(self, model, hidden, targets, negatives, negative_log_q, repeat=None):
         candidates = torch.cat([targets, negatives])
         if self.popularity is not None:
             in_batch_log_q = torch.log(self.popularity.to(hidden.device)[targets])
@@ -97,7 +103,7 @@ class NextItemLoss:
             hidden, bias = hidden / temperature, bias / temperature
         own = torch.arange(len(targets), device=hidden.device)
         # a candidate that is some other row's copy of this row's target is not a negative
-        return ChunkedCrossEntropy.apply(hidden, weights, bias, own, 0.0, targets, candidates)
+        return ChunkedCrossEntropy.apply(hidden, weights, bias, own, 0.0, targets, candidates, *_repeat_entries(repeat, candidates))
 
     def _gbce(self, model, hidden, targets, negatives):
         catalog = model.spec.item_cardinality - FIRST_ITEM_CODE
@@ -112,6 +118,24 @@ class NextItemLoss:
         return loss.mean()
 
 
+def _repeat_entries(repeat, column_codes: torch.Tensor):
+    """(rows, columns, values) of every logit that a repeat score adds to, sorted by row: each
+    (row, code, score) of `repeat` goes to every column whose code it is; (None, None, None) without."""
+    if repeat is None:
+        return None, None, None
+    codes, values = repeat
+    order = torch.argsort(column_codes, stable=True)
+    sorted_codes = column_codes[order]
+    first = torch.searchsorted(sorted_codes, codes)
+    counts = (torch.searchsorted(sorted_codes, codes, right=True) - first) * (codes != 0)
+    counts, first, values = counts.flatten(), first.flatten(), values.flatten()
+    rows = torch.arange(codes.shape[0], device=codes.device).repeat_interleave(codes.shape[1]).repeat_interleave(counts)
+    starts = torch.cumsum(counts, 0) - counts  # each entry's first pair
+    within = torch.arange(int(counts.sum()), device=codes.device) - starts.repeat_interleave(counts)
+    columns = order[first.repeat_interleave(counts) + within]
+    return rows, columns, values.repeat_interleave(counts)
+
+
 class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy of `hidden @ weight.T + bias` against `targets`, with label
     smoothing, computed over chunks of rows: the [N, catalog] logits never exist whole (the
@@ -120,12 +144,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     that the kernel faults in page by page (at 100k+ items that was a third of the step's CPU).
     Same value and gradients as F.cross_entropy on the full logits.
     `row_codes`/`column_codes` (sampled softmax): a column whose code equals the row's code, other
-    than the row's target column, is left out of the row's softmax (an accidental hit)."""
+    than the row's target column, is left out of the row's softmax (an accidental hit).
+    `extra_rows`/`extra_columns`/`extra_values` (sorted by row): added to those logits (the repeat
+    score), with their gradient."""
 
     ROWS = 512  # rows per chunk: the item weights are read once per this many rows
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, label_smoothing, row_codes=None, column_codes=None):
+    def forward(ctx, hidden, weight, bias, targets, label_smoothing, row_codes=None, column_codes=None,
+                extra_rows=None, extra_columns=None, extra_values=None):
         # under autocast the matrix products run in its low precision, the softmax in float32
         device = hidden.device.type
         compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
@@ -136,6 +163,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         total = log_normalisers.new_zeros(())
         for start, stop in _spans(n_rows, ChunkedCrossEntropy.ROWS):
             logits = ChunkedCrossEntropy._logits(hidden[start:stop], low_weight, bias, exact, compute)
+            _add_extra(logits, start, extra_rows, extra_columns, extra_values)
             ChunkedCrossEntropy._mask_hits(logits, start, targets, row_codes, column_codes)
             target_logits = logits.gather(1, targets[start:stop, None]).squeeze(1)
             smoothed = logits.sum(1) / n_columns if label_smoothing else None
@@ -146,13 +174,16 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             if label_smoothing:
                 losses = losses - label_smoothing * smoothed
             total = total + losses.sum()
-        ctx.save_for_backward(hidden, weight, bias, targets, log_normalisers)
+        ctx.save_for_backward(hidden, weight, bias, targets, log_normalisers, extra_values)
         ctx.compute, ctx.label_smoothing, ctx.row_codes, ctx.column_codes = compute, label_smoothing, row_codes, column_codes
+        ctx.extra_rows, ctx.extra_columns = extra_rows, extra_columns
         return total / max(n_rows, 1)
 
     @staticmethod
     def backward(ctx, grad_output):
-        hidden, weight, bias, targets, log_normalisers = ctx.saved_tensors
+        hidden, weight, bias, targets, log_normalisers, extra_values = ctx.saved_tensors
+        extra_rows, extra_columns = ctx.extra_rows, ctx.extra_columns
+        grad_extra = None if extra_values is None else torch.zeros_like(extra_values)
         smoothing, compute = ctx.label_smoothing, ctx.compute
         exact = log_normalisers.dtype
         n_rows, n_columns = hidden.shape[0], weight.shape[0]
@@ -165,6 +196,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         for start, stop in _spans(n_rows, ChunkedCrossEntropy.ROWS):
             rows = hidden[start:stop]
             probabilities = ChunkedCrossEntropy._logits(rows, low_weight, bias, exact, compute)
+            _add_extra(probabilities, start, extra_rows, extra_columns, extra_values)
             ChunkedCrossEntropy._mask_hits(probabilities, start, targets, ctx.row_codes, ctx.column_codes)
             logits_grad = probabilities.sub_(log_normalisers[start:stop, None]).exp_()
             logits_grad[torch.arange(stop - start, device=hidden.device), targets[start:stop]] -= 1 - smoothing
@@ -172,6 +204,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 logits_grad.sub_(smoothing / n_columns)
             logits_grad.mul_(scale)
             grad_bias.add_(logits_grad.sum(0).to(grad_bias.dtype))
+            if grad_extra is not None:
+                lo, hi = _extra_span(extra_rows, start, stop)
+                grad_extra[lo:hi] = logits_grad[extra_rows[lo:hi] - start, extra_columns[lo:hi]].to(grad_extra.dtype)
             if in_place:
                 torch.mm(logits_grad, low_weight, out=grad_hidden[start:stop])
                 grad_weight.addmm_(logits_grad.T, rows)
@@ -179,7 +214,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 low_grad = _workspace(logits_grad.shape, compute, hidden.device, "low").copy_(logits_grad)
                 grad_hidden[start:stop] = (low_grad @ low_weight).to(grad_hidden.dtype)
                 grad_weight.add_((low_grad.T @ rows.to(compute)).to(grad_weight.dtype))
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None, grad_extra
 
     @staticmethod
     def _logits(rows, low_weight, bias, exact, compute):
@@ -200,6 +235,19 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         hits = column_codes[None, :] == row_codes[start:stop, None]
         hits[torch.arange(stop - start, device=logits.device), targets[start:stop]] = False
         logits.masked_fill_(hits, float("-inf"))
+
+
+def _extra_span(extra_rows: torch.Tensor, start: int, stop: int) -> tuple[int, int]:
+    """The entries of rows start..stop - 1 (extra_rows is sorted)."""
+    bounds = torch.searchsorted(extra_rows, torch.tensor([start, stop], device=extra_rows.device))
+    return int(bounds[0]), int(bounds[1])
+
+
+def _add_extra(logits, start, extra_rows, extra_columns, extra_values):
+    if extra_rows is None:
+        return
+    lo, hi = _extra_span(extra_rows, start, start + logits.shape[0])
+    logits.index_put_((extra_rows[lo:hi] - start, extra_columns[lo:hi]), extra_values[lo:hi].to(logits.dtype), accumulate=True)
 
 
 _WORKSPACES: dict[tuple, torch.Tensor] = {}

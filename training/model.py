@@ -31,6 +31,9 @@ class ModelConfig:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 2  # attention heads
     dropout: float = 0.1  # inputs and body dropout
+    item_dropout: float = 0.0  # training: share of input events whose item is hidden ([MASK]), so states learn from context
+    popularity_buckets: int = 0  # > 0: each event's item also enters by its training count, in log2 buckets (rare items tell)
+    repeat_window: int = 0  # clm, > 0: a learned score for items already in the session, by how many events back (the last bucket open-ended)
     attention_dropout: float | None = None  # on attention probabilities; None: same as dropout
     attention: str = "sdpa"  # sdpa (scaled-dot-product, default) or eager (can be faster under bf16 on CPUs)
     max_length: int = 200  # input events per sequence (the mask slot of MLM included)
@@ -66,6 +69,14 @@ def check_config(config: ModelConfig) -> None:
         raise ModelConfigError(f"continuous_encoding: expected 'linear' or 'soft-one-hot', got {config.continuous_encoding!r}")
     if config.attention not in ("sdpa", "eager"):
         raise ModelConfigError(f"attention: expected 'sdpa' or 'eager', got {config.attention!r}")
+    if config.popularity_buckets < 0:
+        raise ModelConfigError(f"popularity_buckets: expected 0 (off) or more, got {config.popularity_buckets}")
+    if config.repeat_window < 0:
+        raise ModelConfigError(f"repeat_window: expected 0 (off) or more events, got {config.repeat_window}")
+    if config.repeat_window and config.task != "clm":
+        raise ModelConfigError(f"repeat_window: the repeat score needs task 'clm' (a prefix of each session), got task {config.task!r}")
+    if not 0.0 <= config.item_dropout < 1.0:
+        raise ModelConfigError(f"item_dropout: expected a share in [0, 1), got {config.item_dropout}")
     if config.d_model % config.n_heads:
         raise ModelConfigError(f"d_model {config.d_model} must be a multiple of n_heads {config.n_heads}")
     if config.max_positions is not None and config.max_length > config.max_positions:
@@ -99,6 +110,10 @@ class SequenceInputs(nn.Module):
         self.item_embedding = nn.Embedding(spec.item_cardinality + 1, config.d_model, padding_idx=0)
         self.mask_code = spec.item_cardinality
         self.mask_embedding = nn.Parameter(torch.zeros(config.d_model))
+        self.popularity = None
+        if config.popularity_buckets:  # bucket of each code's training count (set by set_item_counts, saved with the weights)
+            self.register_buffer("popularity_bucket", torch.zeros(spec.item_cardinality + 1, dtype=torch.long))
+            self.popularity = nn.Embedding(config.popularity_buckets, config.d_model)
         self.categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim, padding_idx=0) for name, n in spec.categorical.items()})
         encode = (lambda: nn.Linear(1, side_dim)) if config.continuous_encoding == "linear" else (lambda: SoftOneHot(config.soft_one_hot_bins, side_dim))
         self.continuous = nn.ModuleDict({name: encode() for name in spec.continuous})
@@ -121,9 +136,22 @@ class SequenceInputs(nn.Module):
                 if module.padding_idx is not None:
                     nn.init.zeros_(module.weight[module.padding_idx])
 
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """Training interactions per item code [catalog] -> each code's popularity bucket: 0 for
+        unseen items and special codes, then floor(log2(count)) + 1, the last bucket open-ended."""
+        if self.popularity is None:
+            return
+        buckets = torch.floor(torch.log2(counts.double().clamp(min=1))).long() + 1
+        buckets = buckets.masked_fill(counts <= 0, 0).clamp(max=self.popularity.num_embeddings - 1)
+        buckets[:FIRST_ITEM_CODE] = 0
+        self.popularity_bucket.zero_()
+        self.popularity_bucket[: len(buckets)] = buckets.to(self.popularity_bucket.device)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = batch[self.spec.item]
         parts = [self.item_embedding(items)]
+        if self.popularity is not None:
+            parts[0] = parts[0] + self.popularity(self.popularity_bucket[items])
         parts += [self.categorical[name](batch[name]) for name in self.categorical]
         if self.pretrained is not None:
             parts.append(self.pretrained(items.clamp(max=self.spec.item_cardinality - 1)))  # [MASK]: replaced below
@@ -203,6 +231,8 @@ class NextItemModel(nn.Module):
             self.generator_body = SequenceBody(config.architecture, generator_config)
             self.replaced_head = nn.Linear(config.d_model, 1)
         self.output_bias = nn.Parameter(torch.zeros(spec.item_cardinality))
+        # the score added to an item for each earlier event of the session that holds it, by distance
+        self.repeat_weights = nn.Parameter(torch.zeros(config.repeat_window)) if config.repeat_window else None
         if config.tie_weights:
             self.output_weight = None  # scores use inputs.item_embedding.weight: one storage
         else:
@@ -228,6 +258,17 @@ class NextItemModel(nn.Module):
         logits[..., :FIRST_ITEM_CODE] = float("-inf")
         return logits
 
+    def add_repeat_scores(self, scores: torch.Tensor, items: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """`scores` [R, catalog] of prefixes whose events are `items` [R, L] (0: none) and whose last
+        event sits at `last` [R]: each event at or before `last` adds repeat_weights[distance - 1] to its
+        item's score (distance 1: the last event; beyond the window, the last weight). Unchanged when off."""
+        if self.repeat_weights is None:
+            return scores
+        distance = last[:, None] - positions_like(items) + 1
+        counts = (distance >= 1) & (items != 0)
+        added = self.repeat_weights[(distance.clamp(min=1, max=len(self.repeat_weights)) - 1)] * counts
+        return scores.scatter_add(1, items, added.to(scores.dtype))
+
     def with_mask_slot(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Append a [MASK] event after each row's last real event, its side features zeroed."""
         lengths = mask.sum(1)
@@ -245,7 +286,8 @@ class NextItemModel(nn.Module):
         batch, mask = keep_last(batch, mask, self.config.max_length - int(self.appends_mask), self.spec.list_columns)
         if not self.appends_mask:
             hidden, _ = self.encode(batch)
-            return self.scores(at_positions(hidden, (mask.sum(1) - 1).clamp(min=0)))
+            last = (mask.sum(1) - 1).clamp(min=0)
+            return self.add_repeat_scores(self.scores(at_positions(hidden, last)), batch[self.spec.item], last)
         batch, slot = self.with_mask_slot(batch, mask)
         if self.config.task == "plm":  # XLNet's query stream at the slot, which no event sees
             at_slot = (positions_like(batch[self.spec.item]) == slot[:, None]).float()[:, None, :]  # target_mapping [B, 1, L]
