@@ -179,7 +179,6 @@ def test_every_feature_changes_the_output():
     (dict(positions="reversed"), "positions: expected one of .*, got 'reversed'"),
     (dict(attention="flash"), "attention: expected .sdpa. or .eager., got .flash."),
     (dict(item_dropout=1.0), "item_dropout: expected a share in .0, 1., got 1.0"),
-    (dict(popularity_buckets=-2), "popularity_buckets: expected 0 .off. or more, got -2"),
 ])
 def test_bad_model_configs_are_refused(overrides, message):
     with pytest.raises(ModelConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -225,7 +224,7 @@ def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
     seen, original = {}, model.encode
     model.encode = lambda inputs: (seen.setdefault("items", inputs["items"].clone()), original(inputs))[1]
     targets = []
-    loss = lambda model, hidden, target, generator: (targets.append(target), hidden.sum())[1]
+    loss = lambda model, hidden, target, generator, **_: (targets.append(target), hidden.sum())[1]
     task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
     real = batch["items"] != 0
     hidden = seen["items"] == model.inputs.mask_code
@@ -240,19 +239,3 @@ def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
     task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
     assert torch.equal(seen["items"], batch["items"]), "no item dropout by default"
 
-
-def test_popularity_buckets_give_rare_and_popular_items_their_own_input():
-    model = _model("gpt2", "clm", popularity_buckets=4)
-    counts = torch.zeros(60)
-    counts[FIRST_ITEM_CODE:FIRST_ITEM_CODE + 6] = torch.tensor([1.0, 2, 3, 4, 7, 1000])
-    counts[1] = 50  # a special code stays in bucket 0
-    model.inputs.set_item_counts(counts)
-    buckets = model.inputs.popularity_bucket
-    assert buckets[FIRST_ITEM_CODE:FIRST_ITEM_CODE + 7].tolist() == [1, 2, 2, 3, 3, 3, 0]  # log2 + 1, capped; unseen: 0
-    assert buckets[:FIRST_ITEM_CODE].tolist() == [0, 0, 0] and buckets[model.inputs.mask_code] == 0
-    assert "inputs.popularity_bucket" in model.state_dict(), "saved with the weights"
-    batch = _batch([5, 5])
-    with torch.no_grad():
-        before = model.next_item_scores(batch)
-        model.inputs.set_item_counts(counts * 0 + 1)
-        assert not torch.allclose(before, model.next_item_scores(batch)), "the bucket enters the inputs"

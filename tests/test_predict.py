@@ -66,11 +66,12 @@ def test_the_command_writes_csv_and_refuses_bad_input_in_one_line(synthetic_runs
 
 @pytest.fixture(scope="module")
 def causal_run(prepared_synthetic, tmp_path_factory):
-    """GPT-2 reading 8 events of the 12 the transform keeps: one forward answers prefixes up to 8, prefix rows the rest."""
+    """GPT-2 reading 8 events of the 12 the transform keeps: one forward answers prefixes up to 8, prefix rows the rest;
+    with the repeat score, which both paths must apply alike."""
     from tests.conftest import train_run
 
     return train_run(prepared_synthetic, tmp_path_factory.mktemp("runs") / "gpt2", "gpt2_clm.yaml", "model.d_model=16",
-                     "model.n_layers=1", "model.n_heads=1", "model.max_length=8")
+                     "model.n_layers=1", "model.n_heads=1", "model.max_length=8", "model.repeat_window=4")
 
 
 @pytest.mark.parametrize("body, exclude_seen", [("causal", True), ("causal", False), ("bidirectional", True)])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from training.features import FeatureSpec
 from training.losses import FIRST_ITEM_CODE, ChunkedCrossEntropy, LossConfig, LossError, NextItemLoss, _repeat_entries
-from training.model import ModelConfig, ModelConfigError, NextItemModel
+from training.model import REPEAT_SCALE, ModelConfig, ModelConfigError, NextItemModel
 from training.tasks import _prefix_repeats
 
 SPEC = FeatureSpec(item="items", item_cardinality=40)
@@ -20,7 +20,7 @@ def _model(**overrides):
     model = NextItemModel(SPEC, ModelConfig(d_model=8, n_layers=1, n_heads=1, max_length=10, dropout=0.0, **overrides)).eval()
     if model.repeat_weights is not None:
         with torch.no_grad():
-            model.repeat_weights.copy_(torch.tensor(WEIGHTS[: model.config.repeat_window]))
+            model.repeat_weights.copy_(torch.tensor(WEIGHTS[: model.config.repeat_window]) / REPEAT_SCALE)
     return model
 
 
@@ -93,7 +93,7 @@ def test_the_losses_train_the_repeat_weights():
     hidden = torch.randn(6, 8)
     targets = torch.tensor([5, 6, 7, 5, 6, 7])
     codes = torch.tensor([[5, 0], [9, 6], [7, 7], [0, 0], [5, 6], [9, 9]])
-    values = model.repeat_weights[torch.tensor([[0, 1]]).expand(6, -1)] * (codes != 0)
+    values = model.repeat_scores()[torch.tensor([[0, 1]]).expand(6, -1)] * (codes != 0)
     for loss in ("ce", "sampled"):
         model.zero_grad()
         NextItemLoss(LossConfig(loss=loss, n_negatives=8))(model, hidden, targets, torch.Generator().manual_seed(0),

@@ -20,6 +20,9 @@ from training.codes import SPECIAL_CODES
 from training.features import FeatureSpec
 
 FIRST_ITEM_CODE = SPECIAL_CODES["first_value"]  # codes below (pad, null, OOV) are never recommended
+# logits per unit of a repeat weight: a weight moves about a learning rate per step, and the best
+# repeat scores are several logits (a 6-minute probe at lr 0.005 had learned 0.3-0.6 unscaled)
+REPEAT_SCALE = 10.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,6 @@ class ModelConfig:
     n_heads: int = 2  # attention heads
     dropout: float = 0.1  # inputs and body dropout
     item_dropout: float = 0.0  # training: share of input events whose item is hidden ([MASK]), so states learn from context
-    popularity_buckets: int = 0  # > 0: each event's item also enters by its training count, in log2 buckets (rare items tell)
     repeat_window: int = 0  # clm, > 0: a learned score for items already in the session, by how many events back (the last bucket open-ended)
     attention_dropout: float | None = None  # on attention probabilities; None: same as dropout
     attention: str = "sdpa"  # sdpa (scaled-dot-product, default) or eager (can be faster under bf16 on CPUs)
@@ -69,8 +71,6 @@ def check_config(config: ModelConfig) -> None:
         raise ModelConfigError(f"continuous_encoding: expected 'linear' or 'soft-one-hot', got {config.continuous_encoding!r}")
     if config.attention not in ("sdpa", "eager"):
         raise ModelConfigError(f"attention: expected 'sdpa' or 'eager', got {config.attention!r}")
-    if config.popularity_buckets < 0:
-        raise ModelConfigError(f"popularity_buckets: expected 0 (off) or more, got {config.popularity_buckets}")
     if config.repeat_window < 0:
         raise ModelConfigError(f"repeat_window: expected 0 (off) or more events, got {config.repeat_window}")
     if config.repeat_window and config.task != "clm":
@@ -110,10 +110,6 @@ class SequenceInputs(nn.Module):
         self.item_embedding = nn.Embedding(spec.item_cardinality + 1, config.d_model, padding_idx=0)
         self.mask_code = spec.item_cardinality
         self.mask_embedding = nn.Parameter(torch.zeros(config.d_model))
-        self.popularity = None
-        if config.popularity_buckets:  # bucket of each code's training count (set by set_item_counts, saved with the weights)
-            self.register_buffer("popularity_bucket", torch.zeros(spec.item_cardinality + 1, dtype=torch.long))
-            self.popularity = nn.Embedding(config.popularity_buckets, config.d_model)
         self.categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim, padding_idx=0) for name, n in spec.categorical.items()})
         encode = (lambda: nn.Linear(1, side_dim)) if config.continuous_encoding == "linear" else (lambda: SoftOneHot(config.soft_one_hot_bins, side_dim))
         self.continuous = nn.ModuleDict({name: encode() for name in spec.continuous})
@@ -136,22 +132,9 @@ class SequenceInputs(nn.Module):
                 if module.padding_idx is not None:
                     nn.init.zeros_(module.weight[module.padding_idx])
 
-    def set_item_counts(self, counts: torch.Tensor) -> None:
-        """Training interactions per item code [catalog] -> each code's popularity bucket: 0 for
-        unseen items and special codes, then floor(log2(count)) + 1, the last bucket open-ended."""
-        if self.popularity is None:
-            return
-        buckets = torch.floor(torch.log2(counts.double().clamp(min=1))).long() + 1
-        buckets = buckets.masked_fill(counts <= 0, 0).clamp(max=self.popularity.num_embeddings - 1)
-        buckets[:FIRST_ITEM_CODE] = 0
-        self.popularity_bucket.zero_()
-        self.popularity_bucket[: len(buckets)] = buckets.to(self.popularity_bucket.device)
-
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = batch[self.spec.item]
         parts = [self.item_embedding(items)]
-        if self.popularity is not None:
-            parts[0] = parts[0] + self.popularity(self.popularity_bucket[items])
         parts += [self.categorical[name](batch[name]) for name in self.categorical]
         if self.pretrained is not None:
             parts.append(self.pretrained(items.clamp(max=self.spec.item_cardinality - 1)))  # [MASK]: replaced below
@@ -258,16 +241,20 @@ class NextItemModel(nn.Module):
         logits[..., :FIRST_ITEM_CODE] = float("-inf")
         return logits
 
+    def repeat_scores(self) -> torch.Tensor:
+        """The score an earlier event adds to its item, by distance - 1 (REPEAT_SCALE logits per unit)."""
+        return self.repeat_weights * REPEAT_SCALE
+
     def add_repeat_scores(self, scores: torch.Tensor, items: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """`scores` [R, catalog] of prefixes whose events are `items` [R, L] (0: none) and whose last
-        event sits at `last` [R]: each event at or before `last` adds repeat_weights[distance - 1] to its
+        event sits at `last` [R]: each event at or before `last` adds repeat_scores()[distance - 1] to its
         item's score (distance 1: the last event; beyond the window, the last weight). Unchanged when off."""
         if self.repeat_weights is None:
             return scores
         distance = last[:, None] - positions_like(items) + 1
         counts = (distance >= 1) & (items != 0)
-        added = self.repeat_weights[(distance.clamp(min=1, max=len(self.repeat_weights)) - 1)] * counts
-        return scores.scatter_add(1, items, added.to(scores.dtype))
+        added = self.repeat_scores()[(distance.clamp(min=1, max=len(self.repeat_weights)) - 1)] * counts
+        return scores.scatter_add_(1, items, added.to(scores.dtype))  # in place: [rows, catalog] is large
 
     def with_mask_slot(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Append a [MASK] event after each row's last real event, its side features zeroed."""

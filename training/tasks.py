@@ -58,7 +58,7 @@ def _prefix_repeats(model: NextItemModel, items: torch.Tensor, use: torch.Tensor
     codes = items[rows]
     distance = positions[:, None] - torch.arange(items.shape[1], device=items.device)[None, :] + 1
     codes = codes.masked_fill(distance < 1, 0)
-    weights = model.repeat_weights
+    weights = model.repeat_scores()
     return codes, weights[distance.clamp(min=1, max=len(weights)) - 1] * (codes != 0)
 
 

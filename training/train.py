@@ -136,7 +136,6 @@ class Trainer:
         self.valid_data = SequenceData(self.data, "valid", self.spec)
         if len(self.train_data) == 0:
             raise FeatureError(f"data dir {self.data}: no training sequence with 2 or more events")
-        self.model.inputs.set_item_counts(self.train_data.item_counts())
         self.loss = NextItemLoss(config.loss, self.train_data.item_counts())
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=tuple(train.betas))
         self.step_module = TrainingStep(self.model, self.loss, config)
