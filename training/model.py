@@ -245,16 +245,20 @@ class NextItemModel(nn.Module):
         """The score an earlier event adds to its item, by distance - 1 (REPEAT_SCALE logits per unit)."""
         return self.repeat_weights * REPEAT_SCALE
 
+    def repeat_entries(self, items: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For prefixes whose events are `items` [R, L] (0: none) and whose last event sits at `last` [R]:
+        the codes [R, L] of the events at or before `last` (0 elsewhere) and the score each adds to its
+        item, repeat_scores()[distance - 1] (distance 1: the last event; beyond the window, the last weight)."""
+        distance = last[:, None] - positions_like(items) + 1
+        codes = items.masked_fill(distance < 1, 0)
+        return codes, self.repeat_scores()[distance.clamp(min=1, max=len(self.repeat_weights)) - 1] * (codes != 0)
+
     def add_repeat_scores(self, scores: torch.Tensor, items: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """`scores` [R, catalog] of prefixes whose events are `items` [R, L] (0: none) and whose last
-        event sits at `last` [R]: each event at or before `last` adds repeat_scores()[distance - 1] to its
-        item's score (distance 1: the last event; beyond the window, the last weight). Unchanged when off."""
+        """`scores` [R, catalog] of those prefixes plus their repeat_entries; unchanged when off."""
         if self.repeat_weights is None:
             return scores
-        distance = last[:, None] - positions_like(items) + 1
-        counts = (distance >= 1) & (items != 0)
-        added = self.repeat_scores()[(distance.clamp(min=1, max=len(self.repeat_weights)) - 1)] * counts
-        return scores.scatter_add_(1, items, added.to(scores.dtype))  # in place: [rows, catalog] is large
+        codes, added = self.repeat_entries(items, last)
+        return scores.scatter_add_(1, codes, added.to(scores.dtype))  # in place: [rows, catalog] is large
 
     def with_mask_slot(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Append a [MASK] event after each row's last real event, its side features zeroed."""

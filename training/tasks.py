@@ -34,12 +34,14 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
     batch, mask = compact(batch, spec.item, spec.list_columns)
     batch, mask = keep_last(batch, mask, model.config.max_length, spec.list_columns)
     items = batch[spec.item]
+    repeat = None
     if model.config.task == "clm":
         hidden, _ = model.encode(_item_dropout(model, batch, mask, generator))
         targets, hidden = items[:, 1:], hidden[:, :-1]
         use = targets >= FIRST_ITEM_CODE
-        if model.repeat_weights is not None:
-            return loss(model, hidden[use], targets[use], generator, repeat=_prefix_repeats(model, items, use))
+        if model.repeat_weights is not None:  # each prediction's prefix: events 0..t of its row
+            rows, positions = use.nonzero(as_tuple=True)
+            repeat = model.repeat_entries(items[rows], positions)
     elif model.config.task == "plm":
         hidden, targets, use, _ = _plm(model, batch, mask, task, generator)
     elif model.config.task == "rtd":
@@ -48,18 +50,7 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
         masked = _mlm_positions(mask, task, generator)
         hidden, _ = model.encode(_masked_inputs(model, batch, masked))
         targets, use = items, masked & (items >= FIRST_ITEM_CODE)
-    return loss(model, hidden[use], targets[use], generator)
-
-
-def _prefix_repeats(model: NextItemModel, items: torch.Tensor, use: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each predicting position (b, t) of `use` [B, L - 1]: the codes of events 0..t of row b
-    [N, L] (0 after t) and the repeat score each adds, as NextItemModel.add_repeat_scores gives it."""
-    rows, positions = use.nonzero(as_tuple=True)
-    codes = items[rows]
-    distance = positions[:, None] - torch.arange(items.shape[1], device=items.device)[None, :] + 1
-    codes = codes.masked_fill(distance < 1, 0)
-    weights = model.repeat_scores()
-    return codes, weights[distance.clamp(min=1, max=len(weights)) - 1] * (codes != 0)
+    return loss(model, hidden[use], targets[use], generator, repeat=repeat)
 
 
 def _item_dropout(model: NextItemModel, batch: dict, mask: torch.Tensor, generator: torch.Generator) -> dict:
@@ -69,8 +60,8 @@ def _item_dropout(model: NextItemModel, batch: dict, mask: torch.Tensor, generat
     share = model.config.item_dropout
     if not share:
         return batch
-    hidden = (torch.rand(mask.shape, generator=generator).to(mask.device) < share) & mask
-    return {**batch, model.spec.item: batch[model.spec.item].masked_fill(hidden, model.inputs.mask_code)}
+    hide = (torch.rand(mask.shape, generator=generator).to(mask.device) < share) & mask
+    return {**batch, model.spec.item: batch[model.spec.item].masked_fill(hide, model.inputs.mask_code)}
 
 
 def _masked_inputs(model: NextItemModel, batch: dict, masked: torch.Tensor) -> dict:
