@@ -226,6 +226,7 @@ def test_evaluate_command_recomputes_the_saved_test_metrics(prepared_synthetic, 
     (["model.architecture=bert", "model.task=mlm", "model.max_length=1000"], "max length 1000 is above bert's limit of 512"),
     (["train.early_stopping_metric=auc"], "early_stopping_metric: 'auc' is not computed"),
     (["train.bucket_batches=0"], "train.bucket_batches: expected 1 or more batches per length-sorted run, got 0"),
+    (["model.repeat_window=3", "loss.loss=gbce"], "the repeat score (model.repeat_window) trains with loss ce or sampled, not gbce"),
 ])
 def test_bad_config_is_a_one_line_error_before_training(prepared_synthetic, tmp_path, arguments, message):
     out = tmp_path / "run"

@@ -33,11 +33,14 @@ class LossError(ValueError):
     pass
 
 
-def check_loss(config: LossConfig) -> None:
+def check_loss(config: LossConfig, repeat_window: int = 0) -> None:
+    """`repeat_window`: the model's (the repeat score trains through ce and sampled only)."""
     if config.loss not in LOSSES:
         raise LossError(f"loss: expected one of {list(LOSSES)}, got {config.loss!r}")
     if config.negatives not in ("uniform", "popularity"):
         raise LossError(f"negatives: expected 'uniform' or 'popularity', got {config.negatives!r}")
+    if repeat_window and config.loss == "gbce":
+        raise LossError("the repeat score (model.repeat_window) trains with loss ce or sampled, not gbce")
 
 
 class NextItemLoss:
@@ -55,8 +58,8 @@ class NextItemLoss:
                  repeat: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """`repeat` (codes [N, L], scores [N, L]): added to each row's logit of each code (code 0: none),
         as NextItemModel.add_repeat_scores adds them at inference."""
-        if repeat is not None and self.config.loss == "gbce":
-            raise LossError("the repeat score (model.repeat_window) trains with loss ce or sampled, not gbce")
+        if repeat is not None:
+            check_loss(self.config, repeat_window=repeat[0].shape[1])
         if self.config.loss == "ce":
             return self._full(model, hidden, targets, repeat)
         negatives, log_q = self._sample(model, hidden.device, generator)

@@ -113,7 +113,7 @@ class Trainer:
             raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
         if train.bucket_by_length and train.bucket_batches < 1:
             raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
-        check_loss(config.loss)
+        check_loss(config.loss, config.model.repeat_window)
         keep_freed_memory()
         if train.threads:
             torch.set_num_threads(train.threads)
