@@ -11,6 +11,7 @@ raised before the first step.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -310,6 +311,15 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Ends the process group (torchrun). DistributedDataParallel's reducer goes first: it holds the
+        group, and a group freed from the reducer's destructor keeps the GIL while it joins gloo's
+        threads, one of which may still need the GIL to free its last work: the process then never exits."""
+        if self.world > 1:
+            self.step_module = self.step_module.module
+            gc.collect()
+            dist.destroy_process_group()  # frees the group without the GIL
+
     def finish(self, stopped: str) -> dict:
         model, config = run_dir.load_model(self.out)
         test = SequenceData(self.data, "test", self.spec)
@@ -391,8 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ModelConfigError, LossError, FeatureError, FileNotFoundError) as error:
         raise SystemExit(f"train: {error}")
     result = trainer.run(resume=args.resume)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    trainer.close()
     if trainer.rank == 0:
         print(json.dumps(result, indent=1))
 
