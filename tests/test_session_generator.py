@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.datasets.sessions import REAL, SPLITS, SessionConfig, generate_sessions, main, statistics
+from training.datasets.sessions import FIRST_ITEM_ID, REAL, SPLITS, SessionConfig, generate_sessions, item_genres, main, statistics
 
 SMALL = {"n_items": 21_000, "n_train_sessions": 4_900, "n_valid_sessions": 750, "n_test_sessions": 750}
 TINY = ["--items", "10500", "--train-sessions", "2450", "--valid-sessions", "375", "--test-sessions", "375"]  # a twentieth
@@ -50,6 +50,36 @@ def test_held_out_items_occur_in_training_and_splits_follow_in_time(small):
     for events in small:
         assert events.groupby("session_id")["timestamp"].apply(lambda t: t.is_monotonic_increasing).all()
         assert events.groupby("session_id").size().min() >= 2
+
+
+def _same_genre_share(events: pd.DataFrame, genre: np.ndarray) -> float:
+    """Share of consecutive events of a session whose items share a genre."""
+    items, sessions = events["item_id"].to_numpy() - FIRST_ITEM_ID, events["session_id"].to_numpy()
+    follows = sessions[1:] == sessions[:-1]
+    return float(np.mean(genre[items[1:]][follows] == genre[items[:-1]][follows]))
+
+
+def test_sessions_keep_to_a_genre_and_without_genres_they_do_not(small):
+    genre = item_genres(replace(SessionConfig(), **SMALL))
+    assert len(genre) == SMALL["n_items"] and len(np.unique(genre)) == round(SMALL["n_items"] / SessionConfig().genre_items)
+    unrelated = generate_sessions(replace(SessionConfig(), **SMALL, genre_items=0))[0]
+    assert item_genres(replace(SessionConfig(), **SMALL, genre_items=0)) is None
+    chance = float(np.sum(np.bincount(genre) ** 2) / len(genre) ** 2)
+    assert _same_genre_share(small[0], genre) > 0.8  # playlists and random picks keep to the playing genre
+    assert abs(_same_genre_share(unrelated, genre) - chance) < 0.05  # the same genres mean nothing there
+
+
+def test_bad_settings_are_refused_in_one_line(tmp_path):
+    for argv, message in (
+        (["--set", "genre_items"], "sessions: --set genre_items: expected FIELD=VALUE with FIELD one of"),
+        (["--set", "n_items=5"], "sessions: --set n_items=5: expected FIELD=VALUE with FIELD one of"),
+        (["--set", "skip=a"], "sessions: --set skip=a: expected a number, got 'a'"),
+        (["--set", "random_pick=0.99"], "sessions: SessionConfig: expected repeat_previous + repeat_earlier + random_pick + drift <= 1"),
+    ):
+        with pytest.raises(SystemExit) as refused:
+            main(["--out", str(tmp_path / "raw"), *argv])
+        assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+    assert not (tmp_path / "raw").exists()
 
 
 def test_bad_sizes_are_refused_in_one_line(tmp_path):
