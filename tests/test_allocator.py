@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-STEPS = 4
+STEPS = 8
 CATALOG = 100_000  # the item table's gradient (25 MiB) sits above glibc's default mmap threshold
 
 PROGRAM = f"""
@@ -46,6 +46,8 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     table_pages = CATALOG * 64 * 4 // 4096
     default, kept = _faults("default"), _faults("keep")
     assert kept["applied"] is True
-    # glibc's defaults: the step's buffers are faulted in anew on most steps (4 to 8 tables' worth over 4 steps measured)
-    assert default["faults"] > 3 * table_pages
-    assert kept["faults"] < 2 * table_pages  # kept: the steps reuse the same pages (a new buffer at most once or twice)
+    # the same bound splits the two: glibc's defaults fault the step's buffers in again step after step (over 8
+    # steps 16 tables' worth measured idle; a CI run had half a table a step, 4 over 8), kept memory once at most
+    bound = 2 * table_pages
+    assert default["faults"] > bound
+    assert kept["faults"] < bound  # kept: the steps reuse the same pages (a new buffer at most once or twice; max 6,644 measured)
