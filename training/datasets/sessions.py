@@ -107,9 +107,12 @@ class _Genres:
     order: np.ndarray  # the items sorted by genre
     bounds: np.ndarray  # [genres + 1] into order
 
-    def draw(self, rng: np.random.Generator, weights: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-        """One item per entry of `wanted` (genres), drawn by `weights` (per item) within that genre."""
-        cumulative = np.concatenate([[0.0], np.cumsum(weights[self.order])])
+    def cumulative(self, weights: np.ndarray) -> np.ndarray:
+        """Per-item `weights` summed in genre order (from 0), for `draw`."""
+        return np.concatenate([[0.0], np.cumsum(weights[self.order])])
+
+    def draw(self, rng: np.random.Generator, cumulative: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """One item per entry of `wanted` (genres), drawn within that genre by the weights of `cumulative`."""
         start, end = cumulative[self.bounds[wanted]], cumulative[self.bounds[wanted + 1]]
         index = np.searchsorted(cumulative[1:], start + rng.random(len(wanted)) * (end - start), side="right")
         return self.order[np.clip(index, self.bounds[wanted], self.bounds[wanted + 1] - 1)]
@@ -152,7 +155,7 @@ def _playlists(rng: np.random.Generator, config: SessionConfig, item_rank: np.nd
     if genres is not None:  # a playlist keeps mostly to its genre
         genre = _draw(rng, np.cumsum(np.bincount(genres.of_item, weights=weights, minlength=len(genres.bounds) - 1)), n_playlists)
         own = rng.random(len(tracks)) < config.playlist_genre
-        tracks[own] = genres.draw(rng, weights, np.repeat(genre, lengths)[own])
+        tracks[own] = genres.draw(rng, genres.cumulative(weights), np.repeat(genre, lengths)[own])
     holders = np.argsort(tracks, kind="stable")
     holder_offsets = np.searchsorted(tracks[holders], np.arange(n_items + 1))
     slot_playlist = np.repeat(np.arange(n_playlists), lengths)
@@ -170,6 +173,7 @@ def _play(rng: np.random.Generator, config: SessionConfig, lengths: np.ndarray, 
     position = np.where(rng.random(n) < config.start_at_top, 0, (rng.random(n) * lists.lengths(playlist)).astype(np.int64))
     steps = [lists.tracks[lists.offsets[playlist] + position]]
     pick_cumulative = np.cumsum(pick_weights)
+    genre_pick_cumulative = None if genres is None else genres.cumulative(pick_weights)
     thresholds = np.cumsum([config.repeat_previous, config.repeat_earlier, config.random_pick, config.drift])
     for t in range(1, len(alive_at)):
         alive = int(alive_at[t])
@@ -190,7 +194,7 @@ def _play(rng: np.random.Generator, config: SessionConfig, lengths: np.ndarray, 
         random = action == 2
         if genres is not None:  # some random picks keep to the playing playlist's genre
             own = random & (rng.random(alive) < config.pick_genre)
-            item[own] = genres.draw(rng, pick_weights, lists.genre[playlist[own]])
+            item[own] = genres.draw(rng, genre_pick_cumulative, lists.genre[playlist[own]])
             random &= ~own
         item[random] = _draw(rng, pick_cumulative, int(random.sum()))
         steps.append(item)
