@@ -77,19 +77,29 @@ def _all_positions(model: NextItemModel, data: SequenceData, ks, exclude_seen: b
     device = next(model.parameters()).device
     sums: dict[str, float] = {}
     predictions = 0
+    workspace = score_workspace(model, SCORE_ROWS)
     for batch in data.batches(batch_size):
         batch = {name: values.to(device) for name, values in batch.items()}
         items = batch[model.spec.item]
-        for row, position, scores, prefix_items in position_scores(model, batch):
+        for row, position, scores, prefix_items in position_scores(model, batch, workspace=workspace):
             predictions += len(row)
             add_metrics(sums, target_ranks(scores, items[row, position + 1], exclude=prefix_items if exclude_seen else None), ks)
     return {name: total / max(predictions, 1) for name, total in sums.items()}
 
 
-def position_scores(model: NextItemModel, batch: dict[str, torch.Tensor], with_last: bool = False, score_rows: int = SCORE_ROWS):
+def score_workspace(model: NextItemModel, rows: int) -> torch.Tensor:
+    """A buffer for `rows` prefixes' scores over the catalog, reused chunk after chunk: a fresh one per
+    chunk is a new mapping the kernel faults in page by page (at 100k+ items, more time than the product)."""
+    weights = model.item_weights()
+    return weights.new_empty(rows, weights.shape[0])
+
+
+def position_scores(model: NextItemModel, batch: dict[str, torch.Tensor], with_last: bool = False, score_rows: int = SCORE_ROWS,
+                    workspace: torch.Tensor | None = None):
     """One forward of a causal body over a right-padded batch; yields, `score_rows` states at a time,
     (rows, positions, scores of the prefix ending at each, that prefix's items 0-padded [rows, L]).
-    with_last: the last real event's state too (it predicts nothing in evaluation, the next item in predict)."""
+    with_last: the last real event's state too (it predicts nothing in evaluation, the next item in predict).
+    workspace: score_workspace(model, score_rows), which holds each chunk's scores until the next chunk's."""
     hidden, mask = model.encode(batch)
     items = batch[model.spec.item]
     rows, positions = (mask if with_last else mask[:, 1:]).nonzero(as_tuple=True)  # position p predicts event p + 1
@@ -97,7 +107,8 @@ def position_scores(model: NextItemModel, batch: dict[str, torch.Tensor], with_l
         row, position = rows[chunk:chunk + score_rows], positions[chunk:chunk + score_rows]
         prefix = torch.arange(items.shape[1], device=items.device)[None, :] <= position[:, None]
         prefix_items = items[row].masked_fill(~prefix, 0)
-        yield row, position, model.add_repeat_scores(model.scores(hidden[row, position]), prefix_items, position), prefix_items
+        out = None if workspace is None else workspace[:len(row)]
+        yield row, position, model.add_repeat_scores(model.scores(hidden[row, position], out=out), prefix_items, position), prefix_items
 
 
 def main(argv: list[str] | None = None) -> None:

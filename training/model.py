@@ -235,9 +235,13 @@ class NextItemModel(nn.Module):
         mask = batch[self.spec.item] != 0
         return self.body(self.inputs(batch), mask), mask
 
-    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Next-item scores over the catalog; special codes get -inf."""
-        logits = (hidden @ self.item_weights().T + self.output_bias) / self.config.temperature
+    def scores(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item scores [N, catalog] of the states `hidden` [N, D]; special codes get -inf.
+        `out`: a [N, catalog] buffer to write them into (see training.evaluate.score_workspace)."""
+        bias, temperature = self.output_bias, self.config.temperature
+        if temperature != 1.0:  # scaling [N, D] and the bias is cheaper than scaling [N, catalog]
+            hidden, bias = hidden / temperature, bias / temperature
+        logits = torch.addmm(bias, hidden, self.item_weights().T, out=out)  # one pass over [N, catalog], not three
         logits[..., :FIRST_ITEM_CODE] = float("-inf")
         return logits
 

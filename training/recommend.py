@@ -48,7 +48,7 @@ def top_items_every_position(run: Path, events: pd.DataFrame, k: int, exclude_se
     there. -> (sequence keys, per answer: its session's index in keys, events seen, k best codes, scores),
     by session then events seen. Causal bodies: one forward per session answers every prefix the model
     reads whole; other bodies and longer prefixes go as batched prefix rows. Scores SCORE_VALUES at a time."""
-    from training.evaluate import SCORE_ROWS, position_scores, states_answer_prefixes
+    from training.evaluate import SCORE_ROWS, position_scores, score_workspace, states_answer_prefixes
 
     model = model if model is not None else run_dir.load_model(run)[0]
     data, spec = Path(run) / run_dir.DATA, model.spec
@@ -68,7 +68,9 @@ def top_items_every_position(run: Path, events: pd.DataFrame, k: int, exclude_se
     if whole:
         batch = {name: torch.from_numpy(columns[name][:, :whole]) for name in spec.list_columns}
         batch.update({name: torch.from_numpy(values) for name, values in context.items()})
-        for row, position, chunk_scores, prefix_items in position_scores(model, batch, with_last=True, score_rows=score_rows):
+        workspace = score_workspace(model, score_rows)
+        for row, position, chunk_scores, prefix_items in position_scores(model, batch, with_last=True, score_rows=score_rows,
+                                                                         workspace=workspace):
             keep_best(row.numpy(), position.numpy() + 1, chunk_scores, prefix_items)
     rest = np.maximum(lengths - whole, 0)
     sessions = np.repeat(np.arange(len(keys)), rest)
