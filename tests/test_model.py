@@ -239,3 +239,25 @@ def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
     task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
     assert torch.equal(seen["items"], batch["items"]), "no item dropout by default"
 
+
+
+def test_horizon_trains_each_state_on_the_next_events_with_decaying_weights():
+    from training.tasks import TaskConfig, task_loss
+
+    model = _model("gpt2", "clm")  # eval mode: no dropout, the states are the encoder's
+    batch = _batch([8, 5, 3, 2], width=8)
+    items = batch["items"]
+    calls = []
+    loss = lambda model, hidden, target, generator, **_: (calls.append((hidden, target)), torch.tensor(float(len(calls))))[1]
+    value = task_loss(model, batch, loss, TaskConfig(horizon=3, horizon_decay=0.5), torch.Generator().manual_seed(0))
+    assert len(calls) == 3
+    torch.testing.assert_close(value, torch.tensor((1 + 0.5 * 2 + 0.25 * 3) / 1.75))
+    with torch.no_grad():
+        hidden, _ = model.encode(batch)
+    for ahead, (states, targets) in enumerate(calls, 1):
+        use = items[:, ahead:] != 0  # the state after event p learns the item at p + ahead
+        assert torch.equal(targets, items[:, ahead:][use])
+        torch.testing.assert_close(states.detach(), hidden[:, : 8 - ahead][use])
+    calls.clear()
+    task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
+    assert len(calls) == 1, "horizon 1: the next event only"

@@ -42,18 +42,18 @@ def test_an_item_gets_the_weight_of_each_event_that_holds_it_by_distance():
 def test_training_adds_to_each_prefix_what_inference_adds_to_it():
     model = _model(repeat_window=3)
     items = torch.tensor([[5, 7, 5, 9, 6, 0], [8, 8, 8, 0, 0, 0]])
-    use = items[:, 1:] >= FIRST_ITEM_CODE
     passed = []
-    task_loss(model, {"items": items}, lambda *args, repeat=None: passed.append(repeat) or torch.zeros(()), TaskConfig(),
-              torch.Generator().manual_seed(0))
-    codes, values = passed[0]
-    rows, positions = use.nonzero(as_tuple=True)
-    trained = torch.zeros(len(rows), 40).scatter_add(1, codes, values)
-    prefix = items[rows].masked_fill(torch.arange(6)[None, :] > positions[:, None], 0)
-    with torch.no_grad():
-        inferred = model.add_repeat_scores(torch.zeros(len(rows), 40), prefix, positions)
-    assert trained[:, 1:].abs().sum() > 0
-    torch.testing.assert_close(trained[:, 1:], inferred[:, 1:])  # code 0 (no event) collects the padding's zeros
+    task_loss(model, {"items": items}, lambda *args, repeat=None: passed.append(repeat) or torch.zeros(()),
+              TaskConfig(horizon=3), torch.Generator().manual_seed(0))
+    assert len(passed) == 3  # the next event, then 2 and 3 events ahead: all from the same prefix states
+    for ahead, (codes, values) in enumerate(passed, 1):
+        rows, positions = (items[:, ahead:] >= FIRST_ITEM_CODE).nonzero(as_tuple=True)
+        trained = torch.zeros(len(rows), 40).scatter_add(1, codes, values)
+        prefix = items[rows].masked_fill(torch.arange(6)[None, :] > positions[:, None], 0)
+        with torch.no_grad():
+            inferred = model.add_repeat_scores(torch.zeros(len(rows), 40), prefix, positions)
+        assert trained[:, 1:].abs().sum() > 0
+        torch.testing.assert_close(trained[:, 1:], inferred[:, 1:])  # code 0 (no event) collects the padding's zeros
 
 
 def _dense_reference(hidden, weight, bias, targets, codes, values, column_codes, hits_masked):

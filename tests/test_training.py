@@ -227,6 +227,9 @@ def test_evaluate_command_recomputes_the_saved_test_metrics(prepared_synthetic, 
     (["train.early_stopping_metric=auc"], "early_stopping_metric: 'auc' is not computed"),
     (["train.bucket_batches=0"], "train.bucket_batches: expected 1 or more batches per length-sorted run, got 0"),
     (["model.repeat_window=3", "loss.loss=gbce"], "the repeat score (model.repeat_window) trains with loss ce or sampled, not gbce"),
+    (["task.horizon=0"], "task.horizon: expected 1 or more events ahead, got 0"),
+    (["model.architecture=bert", "model.task=mlm", "task.horizon=3"], "task.horizon: events ahead train the clm task only, got horizon 3 with task 'mlm'"),
+    (["task.horizon_decay=0"], "task.horizon_decay: expected a weight in (0, 1], got 0.0"),
 ])
 def test_bad_config_is_a_one_line_error_before_training(prepared_synthetic, tmp_path, arguments, message):
     out = tmp_path / "run"

@@ -1,7 +1,8 @@
 """Training tasks: what each position learns to predict, agreeing with inference (the item
 after the last real event, padding ignored, nothing from the future visible).
 
-- clm: causal language modelling: every position predicts the next event's item.
+- clm: causal language modelling: every position predicts the next event's item (with
+  `horizon` > 1, also the items a few events further, with decaying weights).
 - plm: XLNet's permutation LM (see `_plm`); inference asks the query stream for a slot
   appended after the last event that no event sees.
 - mlm: masked: random events (and, in a share of batches, only the last one, as BERT4Rec
@@ -27,6 +28,12 @@ class TaskConfig:
     mlm_probability: float = 0.2  # share of events masked in an MLM batch (targets of PLM and RTD too)
     mask_last_share: float = 0.1  # share of MLM batches that mask only each row's last event
     rtd_weight: float = 10.0  # rtd: weight of the replaced-item detection loss
+    horizon: int = 1  # clm: each position also learns the items up to this many events ahead
+    horizon_decay: float = 0.5  # clm: the k-th event ahead weighs horizon_decay ** (k - 1) in the loss
+
+
+class TaskConfigError(ValueError):
+    pass
 
 
 def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskConfig, generator: torch.Generator) -> torch.Tensor:
@@ -50,7 +57,39 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
         masked = _mlm_positions(mask, task, generator)
         hidden, _ = model.encode(_masked_inputs(model, batch, masked))
         targets, use = items, masked & (items >= FIRST_ITEM_CODE)
-    return loss(model, hidden[use], targets[use], generator, repeat=repeat)
+    next_item_loss = loss(model, hidden[use], targets[use], generator, repeat=repeat)
+    if model.config.task != "clm" or task.horizon == 1:
+        return next_item_loss
+    return _later_items_loss(model, items, hidden, next_item_loss, loss, task, generator)
+
+
+def _later_items_loss(model: NextItemModel, items: torch.Tensor, hidden: torch.Tensor, next_item_loss: torch.Tensor,
+                      loss: NextItemLoss, task: TaskConfig, generator: torch.Generator) -> torch.Tensor:
+    """clm with a horizon: the state after event p also learns the items at p + 2 .. p + horizon, the
+    k-th ahead weighted horizon_decay ** (k - 1), in the same scores (a session's next events rarely
+    follow one order: a state that ranks the near future high ranks the next event high). `hidden`:
+    the states of events 0..L-2; the weighted mean over the horizons."""
+    total, weights = next_item_loss, 1.0
+    for ahead in range(2, min(task.horizon, items.shape[1] - 1) + 1):
+        later, states = items[:, ahead:], hidden[:, : items.shape[1] - ahead]
+        use = later >= FIRST_ITEM_CODE
+        repeat = None
+        if model.repeat_weights is not None:
+            rows, positions = use.nonzero(as_tuple=True)
+            repeat = model.repeat_entries(items[rows], positions)
+        weight = task.horizon_decay ** (ahead - 1)
+        total, weights = total + weight * loss(model, states[use], later[use], generator, repeat=repeat), weights + weight
+    return total / weights
+
+
+def check_task(task: TaskConfig, model_task: str) -> None:
+    """One-line errors for task settings that cannot train."""
+    if task.horizon < 1:
+        raise TaskConfigError(f"task.horizon: expected 1 or more events ahead, got {task.horizon}")
+    if task.horizon > 1 and model_task != "clm":
+        raise TaskConfigError(f"task.horizon: events ahead train the clm task only, got horizon {task.horizon} with task {model_task!r}")
+    if not 0.0 < task.horizon_decay <= 1.0:
+        raise TaskConfigError(f"task.horizon_decay: expected a weight in (0, 1], got {task.horizon_decay}")
 
 
 def _item_dropout(model: NextItemModel, batch: dict, mask: torch.Tensor, generator: torch.Generator) -> dict:

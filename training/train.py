@@ -34,7 +34,7 @@ from training.features import FeatureError, feature_spec
 from training.losses import LossError, NextItemLoss, check_loss
 from training.model import ModelConfigError, NextItemModel
 from training.pretrained import load_item_embeddings
-from training.tasks import task_loss
+from training.tasks import TaskConfigError, check_task, task_loss
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -115,6 +115,7 @@ class Trainer:
         if train.bucket_by_length and train.bucket_batches < 1:
             raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
         check_loss(config.loss, config.model.repeat_window)
+        check_task(config.task, config.model.task)
         keep_freed_memory()
         if train.threads:
             torch.set_num_threads(train.threads)
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.out.exists() and any(args.out.iterdir()) and not args.resume:
             raise ConfigError(f"run directory {args.out} exists and is not empty: choose another --out or pass --resume")
         trainer = Trainer(config, args.data, args.out)
-    except (ConfigError, ModelConfigError, LossError, FeatureError, FileNotFoundError) as error:
+    except (ConfigError, ModelConfigError, LossError, TaskConfigError, FeatureError, FileNotFoundError) as error:
         raise SystemExit(f"train: {error}")
     result = trainer.run(resume=args.resume)
     trainer.close()
