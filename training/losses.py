@@ -68,11 +68,8 @@ class NextItemLoss:
         return self._gbce(model, hidden, targets, negatives)
 
     def _full(self, model, hidden, targets, repeat=None):
-        temperature = model.config.temperature
         weights = model.item_weights()[FIRST_ITEM_CODE:]
-        bias = model.output_bias[FIRST_ITEM_CODE:]
-        if temperature != 1.0:  # scaling [N, D] and the bias is cheaper than scaling [N, catalog]
-            hidden, bias = hidden / temperature, bias / temperature
+        hidden, bias = model.tempered(hidden, model.output_bias[FIRST_ITEM_CODE:])
         extra = _repeat_entries(repeat, torch.arange(FIRST_ITEM_CODE, model.spec.item_cardinality, device=hidden.device))
         return ChunkedCrossEntropy.apply(hidden, weights, bias, targets - FIRST_ITEM_CODE, self.config.label_smoothing, None, None, *extra)
 
@@ -99,11 +96,9 @@ class NextItemLoss:
             in_batch_log_q = torch.log(self.popularity.to(hidden.device)[targets])
         else:  # without counts, in-batch positives are taken as uniform too
             in_batch_log_q = negative_log_q[:1].expand(len(targets))
-        temperature = model.config.temperature
         weights = model.item_weights()[candidates]
-        bias = model.output_bias[candidates] - torch.cat([in_batch_log_q, negative_log_q]) * temperature
-        if temperature != 1.0:
-            hidden, bias = hidden / temperature, bias / temperature
+        bias = model.output_bias[candidates] - torch.cat([in_batch_log_q, negative_log_q]) * model.config.temperature
+        hidden, bias = model.tempered(hidden, bias)
         own = torch.arange(len(targets), device=hidden.device)
         # a candidate that is some other row's copy of this row's target is not a negative
         return ChunkedCrossEntropy.apply(hidden, weights, bias, own, 0.0, targets, candidates, *_repeat_entries(repeat, candidates))

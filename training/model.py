@@ -235,12 +235,16 @@ class NextItemModel(nn.Module):
         mask = batch[self.spec.item] != 0
         return self.body(self.inputs(batch), mask), mask
 
+    def tempered(self, hidden: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden` and `bias` divided by the temperature, so their product and sum are the logits divided
+        by it (cheaper than dividing [N, catalog] logits); unchanged at 1."""
+        temperature = self.config.temperature
+        return (hidden, bias) if temperature == 1.0 else (hidden / temperature, bias / temperature)
+
     def scores(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item scores [N, catalog] of the states `hidden` [N, D]; special codes get -inf.
         `out`: a [N, catalog] buffer to write them into (see training.evaluate.score_workspace)."""
-        bias, temperature = self.output_bias, self.config.temperature
-        if temperature != 1.0:  # scaling [N, D] and the bias is cheaper than scaling [N, catalog]
-            hidden, bias = hidden / temperature, bias / temperature
+        hidden, bias = self.tempered(hidden, self.output_bias)
         logits = torch.addmm(bias, hidden, self.item_weights().T, out=out)  # one pass over [N, catalog], not three
         logits[..., :FIRST_ITEM_CODE] = float("-inf")
         return logits

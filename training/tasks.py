@@ -41,15 +41,10 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
     batch, mask = compact(batch, spec.item, spec.list_columns)
     batch, mask = keep_last(batch, mask, model.config.max_length, spec.list_columns)
     items = batch[spec.item]
-    repeat = None
     if model.config.task == "clm":
         hidden, _ = model.encode(_item_dropout(model, batch, mask, generator))
-        targets, hidden = items[:, 1:], hidden[:, :-1]
-        use = targets >= FIRST_ITEM_CODE
-        if model.repeat_weights is not None:  # each prediction's prefix: events 0..t of its row
-            rows, positions = use.nonzero(as_tuple=True)
-            repeat = model.repeat_entries(items[rows], positions)
-    elif model.config.task == "plm":
+        return _clm_loss(model, items, hidden, loss, task, generator)
+    if model.config.task == "plm":
         hidden, targets, use, _ = _plm(model, batch, mask, task, generator)
     elif model.config.task == "rtd":
         return _rtd(model, batch, mask, loss, task, generator)
@@ -57,24 +52,22 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
         masked = _mlm_positions(mask, task, generator)
         hidden, _ = model.encode(_masked_inputs(model, batch, masked))
         targets, use = items, masked & (items >= FIRST_ITEM_CODE)
-    next_item_loss = loss(model, hidden[use], targets[use], generator, repeat=repeat)
-    if model.config.task != "clm" or task.horizon == 1:
-        return next_item_loss
-    return _later_items_loss(model, items, hidden, next_item_loss, loss, task, generator)
+    return loss(model, hidden[use], targets[use], generator)
 
 
-def _later_items_loss(model: NextItemModel, items: torch.Tensor, hidden: torch.Tensor, next_item_loss: torch.Tensor,
-                      loss: NextItemLoss, task: TaskConfig, generator: torch.Generator) -> torch.Tensor:
-    """clm with a horizon: the state after event p also learns the items at p + 2 .. p + horizon, the
-    k-th ahead weighted horizon_decay ** (k - 1), in the same scores (a session's next events rarely
-    follow one order: a state that ranks the near future high ranks the next event high). `hidden`:
-    the states of events 0..L-2; the weighted mean over the horizons."""
-    total, weights = next_item_loss, 1.0
-    for ahead in range(2, min(task.horizon, items.shape[1] - 1) + 1):
-        later, states = items[:, ahead:], hidden[:, : items.shape[1] - ahead]
+def _clm_loss(model: NextItemModel, items: torch.Tensor, hidden: torch.Tensor, loss: NextItemLoss, task: TaskConfig,
+              generator: torch.Generator) -> torch.Tensor:
+    """The state after event p learns the item at p + 1 and, with a horizon, those at p + 2 .. p + horizon,
+    the k-th ahead weighted horizon_decay ** (k - 1), in the same scores (a session's next events rarely
+    follow one order: a state that ranks the near future high ranks the next event high); the weighted
+    mean over the horizons. `hidden`: the states of every event of `items`."""
+    length = items.shape[1]
+    total, weights = 0.0, 0.0
+    for ahead in range(1, max(1, min(task.horizon, length - 1)) + 1):
+        later, states = items[:, ahead:], hidden[:, : length - ahead]
         use = later >= FIRST_ITEM_CODE
         repeat = None
-        if model.repeat_weights is not None:
+        if model.repeat_weights is not None:  # each prediction's prefix: events 0..p of its row
             rows, positions = use.nonzero(as_tuple=True)
             repeat = model.repeat_entries(items[rows], positions)
         weight = task.horizon_decay ** (ahead - 1)
