@@ -34,7 +34,7 @@ def measure(code: Path, run: Path, split: str) -> dict:
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode != 0:
-        raise SystemExit(f"eval_speed: {code}: {completed.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(f"eval_speed: {code}: {(completed.stderr.strip().splitlines() or ['failed without a message'])[-1]}")
     return {"code": str(code), "wall_s": wall, "user_s": after.ru_utime - before.ru_utime,
             "system_s": after.ru_stime - before.ru_stime, "minor_faults": after.ru_minflt - before.ru_minflt}
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for repeat in range(args.repeats):
         for code in codes:
+            print(f"{repeat + 1}/{args.repeats} {code.name}: evaluating {args.run} ({args.split}, every position) ...", flush=True)
             row = measure(code, args.run.resolve(), args.split)
             rows.append(row)
             print(f"{repeat + 1}/{args.repeats} {code.name:10s} {row['wall_s']:7.1f} s wall  {row['user_s']:7.1f} user  "
