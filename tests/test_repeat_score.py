@@ -42,12 +42,18 @@ def test_an_item_gets_the_weight_of_each_event_that_holds_it_by_distance():
 def test_training_adds_to_each_prefix_what_inference_adds_to_it():
     model = _model(repeat_window=3)
     items = torch.tensor([[5, 7, 5, 9, 6, 0], [8, 8, 8, 0, 0, 0]])
-    passed = []
-    task_loss(model, {"items": items}, lambda *args, repeat=None: passed.append(repeat) or torch.zeros(()),
-              TaskConfig(horizon=3), torch.Generator().manual_seed(0))
+    passed, seen_sequences = [], []
+
+    def loss(*args, repeat=None, sequences=None):
+        passed.append(repeat)
+        seen_sequences.append(sequences)
+        return torch.zeros(())
+
+    task_loss(model, {"items": items}, loss, TaskConfig(horizon=3), torch.Generator().manual_seed(0))
     assert len(passed) == 3  # the next event, then 2 and 3 events ahead: all from the same prefix states
     for ahead, (codes, values) in enumerate(passed, 1):
         rows, positions = (items[:, ahead:] >= FIRST_ITEM_CODE).nonzero(as_tuple=True)
+        assert torch.equal(seen_sequences[ahead - 1], rows)  # each prediction's sequence, for the sampled softmax's own-sequence rule
         trained = torch.zeros(len(rows), 40).scatter_add(1, codes, values)
         prefix = items[rows].masked_fill(torch.arange(6)[None, :] > positions[:, None], 0)
         with torch.no_grad():

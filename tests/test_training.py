@@ -100,6 +100,23 @@ def test_sampled_softmax_corrects_by_log_q_and_masks_accidental_hits(spec):
     torch.testing.assert_close(got, F.cross_entropy(logits, torch.tensor([0, 1])))
 
 
+def test_sampled_softmax_leaves_out_the_targets_of_the_rows_own_sequence(spec):
+    """In-batch targets stand for draws by popularity, which log q corrects for; another event of the
+    row's own sequence was not drawn that way (it comes with the row), so it is no negative of the row."""
+    model = _model(spec)
+    loss = NextItemLoss(LossConfig(loss="sampled", n_negatives=2))
+    hidden, targets = torch.randn(4, 16), torch.tensor([5, 6, 7, 8])
+    sequences = torch.tensor([0, 0, 0, 1])  # rows 0-2 predict events of one sequence (rows come sorted by sequence)
+    negatives, log_q = torch.tensor([20, 30]), torch.log(torch.full((2,), 0.25))
+    got = loss._sampled_softmax(model, hidden, targets, negatives, log_q, sequences=sequences)
+    candidates = torch.cat([targets, negatives])
+    logits = hidden @ model.inputs.item_embedding.weight[candidates].T - torch.log(torch.tensor(0.25))
+    same = (sequences[:, None] == sequences[None, :]) & ~torch.eye(4, dtype=torch.bool)
+    logits[:, :4] = logits[:, :4].masked_fill(same, float("-inf"))
+    torch.testing.assert_close(got, F.cross_entropy(logits, torch.arange(4)))
+    assert not torch.allclose(got, loss._sampled_softmax(model, hidden, targets, negatives, log_q))
+
+
 def test_gbce_with_t_zero_is_plain_binary_cross_entropy(spec):
     model = _model(spec)
     loss = NextItemLoss(LossConfig(loss="gbce", n_negatives=4, gbce_t=0.0))
@@ -274,9 +291,10 @@ def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing,
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full_logits(dtype, monkeypatch):
-    """Rows' targets are their own columns; another column holding the same item code is no negative."""
+@pytest.mark.parametrize("dtype,grouped", [(torch.float64, False), (torch.float32, False), (torch.float64, True)])
+def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full_logits(dtype, grouped, monkeypatch):
+    """Rows' targets are their own columns; another column holding the same item code is no negative,
+    nor (grouped) another row's column of the row's group, in chunks cutting through groups."""
     from training.losses import ChunkedCrossEntropy
 
     monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 5)
@@ -287,9 +305,12 @@ def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full
     row_codes = torch.randint(3, 9, (12,), generator=generator)  # few codes: rows share targets
     column_codes = torch.cat([row_codes, torch.randint(3, 9, (28,), generator=generator)])
     own = torch.arange(12)
-    ours = ChunkedCrossEntropy.apply(hidden, weight, bias, own, 0.0, row_codes, column_codes)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 3, 3]) if grouped else None
+    ours = ChunkedCrossEntropy.apply(hidden, weight, bias, own, 0.0, row_codes, column_codes, None, None, None, groups)
     ours_grads = torch.autograd.grad(ours, (hidden, weight, bias))
     hits = column_codes[None, :] == row_codes[:, None]
+    if grouped:
+        hits[:, :12] |= groups[None, :] == groups[:, None]
     hits[own, own] = False
     assert hits.any()
     reference = F.cross_entropy((hidden @ weight.T + bias).masked_fill(hits, float("-inf")), own)

@@ -1,9 +1,9 @@
 """Next-item losses over hidden states [N, D] and target codes [N] (all real catalog items).
 
 - full cross-entropy over the whole catalog, with optional label smoothing;
-- sampled softmax with logQ correction: in-batch targets plus uniform or popularity-sampled
-  negatives, each candidate's logit corrected by the log of its sampling probability
-  (for catalogs too large for a full softmax);
+- sampled softmax with logQ correction: in-batch targets of the other sequences plus uniform or
+  popularity-sampled negatives, each candidate's logit corrected by the log of its sampling
+  probability (for catalogs too large for a full softmax);
 - gBCE (gSASRec, Petrov & Macdonald 2023): binary cross-entropy with k sampled negatives,
   the positive's probability raised to beta to undo the sampling's overconfidence.
 Special codes (pad, null, OOV) are never candidates.
@@ -55,16 +55,17 @@ class NextItemLoss:
             self.popularity = (counts / counts.sum()).float()
 
     def __call__(self, model: NextItemModel, hidden: torch.Tensor, targets: torch.Tensor, generator=None,
-                 repeat: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 repeat: tuple[torch.Tensor, torch.Tensor] | None = None, sequences: torch.Tensor | None = None) -> torch.Tensor:
         """`repeat` (codes [N, L], scores [N, L]): added to each row's logit of each code (code 0: none),
-        as NextItemModel.add_repeat_scores adds them at inference."""
+        as NextItemModel.add_repeat_scores adds them at inference. `sequences` [N]: the batch row each
+        prediction comes from (sampled softmax: see _sampled_softmax)."""
         if repeat is not None:
             check_loss(self.config, repeat_window=repeat[0].shape[1])
         if self.config.loss == "ce":
             return self._full(model, hidden, targets, repeat)
         negatives, log_q = self._sample(model, hidden.device, generator)
         if self.config.loss == "sampled":
-            return self._sampled_softmax(model, hidden, targets, negatives, log_q, repeat)
+            return self._sampled_softmax(model, hidden, targets, negatives, log_q, repeat, sequences)
         return self._gbce(model, hidden, targets, negatives)
 
     def _full(self, model, hidden, targets, repeat=None):
@@ -90,7 +91,10 @@ class NextItemLoss:
         weights = model.item_weights()[candidates]
         return (hidden @ weights.T + model.output_bias[candidates]) / model.config.temperature
 
-    def _sampled_softmax(self, model, hidden, targets, negatives, negative_log_q, repeat=None):
+    def _sampled_softmax(self, model, hidden, targets, negatives, negative_log_q, repeat=None, sequences=None):
+        """The in-batch targets of other sequences follow the item popularity that log q corrects for;
+        those of the row's own sequence do not (its other events are drawn with it, with probability 1,
+        and its earlier items are the repeat candidates): with `sequences`, a row leaves them out."""
         candidates = torch.cat([targets, negatives])
         if self.popularity is not None:
             in_batch_log_q = torch.log(self.popularity.to(hidden.device)[targets])
@@ -101,7 +105,8 @@ class NextItemLoss:
         hidden, bias = model.tempered(hidden, bias)
         own = torch.arange(len(targets), device=hidden.device)
         # a candidate that is some other row's copy of this row's target is not a negative
-        return ChunkedCrossEntropy.apply(hidden, weights, bias, own, 0.0, targets, candidates, *_repeat_entries(repeat, candidates))
+        return ChunkedCrossEntropy.apply(hidden, weights, bias, own, 0.0, targets, candidates, *_repeat_entries(repeat, candidates),
+                                         sequences)
 
     def _gbce(self, model, hidden, targets, negatives):
         catalog = model.spec.item_cardinality - FIRST_ITEM_CODE
@@ -144,13 +149,14 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     `row_codes`/`column_codes` (sampled softmax): a column whose code equals the row's code, other
     than the row's target column, is left out of the row's softmax (an accidental hit).
     `extra_rows`/`extra_columns`/`extra_values` (sorted by row): added to those logits (the repeat
-    score), with their gradient."""
+    score), with their gradient. `groups` [rows] (sorted; the first `rows` columns are the rows' own,
+    the i-th in row i's group): a column of the row's group, other than its target column, is left out too."""
 
     ROWS = 512  # rows per chunk: the item weights are read once per this many rows
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, label_smoothing, row_codes=None, column_codes=None,
-                extra_rows=None, extra_columns=None, extra_values=None):
+                extra_rows=None, extra_columns=None, extra_values=None, groups=None):
         # under autocast the matrix products run in its low precision, the softmax in float32
         device = hidden.device.type
         compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
@@ -162,7 +168,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         for start, stop in _spans(n_rows, ChunkedCrossEntropy.ROWS):
             logits = ChunkedCrossEntropy._logits(hidden[start:stop], low_weight, bias, exact, compute)
             _add_extra(logits, start, extra_rows, extra_columns, extra_values)
-            ChunkedCrossEntropy._mask_hits(logits, start, targets, row_codes, column_codes)
+            ChunkedCrossEntropy._mask_hits(logits, start, targets, row_codes, column_codes, groups)
             target_logits = logits.gather(1, targets[start:stop, None]).squeeze(1)
             smoothed = logits.sum(1) / n_columns if label_smoothing else None
             largest = logits.amax(1)
@@ -174,7 +180,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             total = total + losses.sum()
         ctx.save_for_backward(hidden, weight, bias, targets, log_normalisers, extra_values)
         ctx.compute, ctx.label_smoothing, ctx.row_codes, ctx.column_codes = compute, label_smoothing, row_codes, column_codes
-        ctx.extra_rows, ctx.extra_columns = extra_rows, extra_columns
+        ctx.extra_rows, ctx.extra_columns, ctx.groups = extra_rows, extra_columns, groups
         return total / max(n_rows, 1)
 
     @staticmethod
@@ -195,7 +201,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             rows = hidden[start:stop]
             probabilities = ChunkedCrossEntropy._logits(rows, low_weight, bias, exact, compute)
             _add_extra(probabilities, start, extra_rows, extra_columns, extra_values)
-            ChunkedCrossEntropy._mask_hits(probabilities, start, targets, ctx.row_codes, ctx.column_codes)
+            ChunkedCrossEntropy._mask_hits(probabilities, start, targets, ctx.row_codes, ctx.column_codes, ctx.groups)
             logits_grad = probabilities.sub_(log_normalisers[start:stop, None]).exp_()
             logits_grad[torch.arange(stop - start, device=hidden.device), targets[start:stop]] -= 1 - smoothing
             if smoothing:
@@ -212,7 +218,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 low_grad = _workspace(logits_grad.shape, compute, hidden.device, "low").copy_(logits_grad)
                 grad_hidden[start:stop] = (low_grad @ low_weight).to(grad_hidden.dtype)
                 grad_weight.add_((low_grad.T @ rows.to(compute)).to(grad_weight.dtype))
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None, grad_extra
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None, grad_extra, None
 
     @staticmethod
     def _logits(rows, low_weight, bias, exact, compute):
@@ -226,11 +232,15 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         return logits.add_(bias.to(exact))
 
     @staticmethod
-    def _mask_hits(logits, start, targets, row_codes, column_codes):
+    def _mask_hits(logits, start, targets, row_codes, column_codes, groups=None):
         if row_codes is None:
             return
         stop = start + logits.shape[0]
         hits = column_codes[None, :] == row_codes[start:stop, None]
+        if groups is not None:  # the chunk's groups fill one span of the rows' own columns
+            lo = int(torch.searchsorted(groups, groups[start]))
+            hi = int(torch.searchsorted(groups, groups[stop - 1], side="right"))
+            hits[:, lo:hi] |= groups[None, lo:hi] == groups[start:stop, None]
         hits[torch.arange(stop - start, device=logits.device), targets[start:stop]] = False
         logits.masked_fill_(hits, float("-inf"))
 
