@@ -214,6 +214,22 @@ def test_vstan_weighs_position_recency_neighbour_position_match_and_idf():
     assert untimed[5].item() == pytest.approx(sim_a / e * e * idf, rel=1e-5)
 
 
+def test_vstan_orders_the_neighbours_of_a_long_rows_early_items():
+    """A 120-event row (an ML-1M history): a neighbour sharing only its first event scores its other
+    item about e^-233 (position weight x match weight), one sharing the 5th about e^-225: both below
+    float32's range, where they tied at 0 and ranked as if unscored."""
+    from training.baselines import vstan
+
+    first = SPECIAL_CODES["first_value"]
+    row = list(range(first, first + 120))
+    early, later = first + 120, first + 121
+    train = _hand_made([[row[0], early], [row[4], later]], catalog=first + 125)
+    scores = vstan(train)(_padded([row]))[0]
+    assert scores[later] > scores[early] > 0
+    # both weights 4 events later (lambda_spw = lambda_ipw = 1.02); approx's absolute tolerance would pass any two
+    assert math.log(scores[later].item() / scores[early].item()) == pytest.approx(8 / 1.02, rel=1e-9)
+
+
 def _random_sessions(seed: int, sessions: int = 80, catalog: int = 30):
     import numpy as np
 

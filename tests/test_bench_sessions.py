@@ -54,3 +54,20 @@ def test_one_table_of_baselines_and_a_config_under_both_protocols(small_sessions
         assert rows["gpt2_session"][protocol]["hr@10"] == pytest.approx(ours["hr@10"])
     assert rows["sequential_rules"]["all"]["hr@20"] > rows["most_popular"]["all"]["hr@20"]
     assert rows["gpt2_session"]["cpu_s"] > 0 and rows["gpt2_session"]["train_cpu_s"] > 0
+
+
+def test_protocols_choose_the_columns_and_an_unknown_one_is_refused_in_one_line(small_sessions, tmp_path):
+    label = "pytest_bench_sessions_last"
+    completed = subprocess.run(
+        [PYTHON, "-m", "bench.sessions", "--data", str(small_sessions), "--label", label, "--out", str(tmp_path),
+         "--baselines", "most_popular", "--configs", "", "--protocols", "last"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result_file = ROOT / "bench" / "results" / f"sessions_{label}.json"
+    rows = json.loads(result_file.read_text())["rows"]
+    result_file.unlink()
+    assert [row["name"] for row in rows] == ["most_popular"] and "last" in rows[0] and "all" not in rows[0]
+    assert "last NDCG@20" in completed.stdout and "all NDCG@20" not in completed.stdout
+    refused = subprocess.run([PYTHON, "-m", "bench.sessions", "--data", str(small_sessions), "--label", label, "--out", str(tmp_path),
+                              "--protocols", "last,every"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and refused.stderr.strip() == "sessions: --protocols: expected some of all, last, got 'last,every'"

@@ -9,7 +9,7 @@ general: prepared rows are sorted by session key), so "the most recent sessions"
 session indices. A row's candidates are the training sessions sharing any of its items; with
 `sample`, only the `sample` most recent of them (recency sampling). Ties in similarity go to the
 more recent session. Queries, similarities and neighbours stay scipy.sparse; only the final
-[rows, catalog] scores are dense, float32. Items no neighbour holds rank below, in popularity
+[rows, catalog] scores are dense, float32 (VSTAN's float64). Items no neighbour holds rank below, in popularity
 order (`popularity_below_zero`).
 """
 from __future__ import annotations
@@ -156,7 +156,9 @@ def vstan(train: SequenceData, neighbours: int = 100, sample: int | None = 5000,
     the rest in popularity order below. An item in more events than 1.22 x the sessions gets a
     negative IDF weight, as in session-rec."""
     sessions = TrainingSessions(train, session_times)
-    fallback = popularity_below_zero(train)
+    # float64 scores: a product of exponential weights over a long row (ML-1M histories) falls below
+    # float32's range, and 90% of its found scores became tied zeros there (VSTAN below most-popular)
+    fallback = popularity_below_zero(train).double()
     recency = np.ones(len(train)) if sessions.times is None else np.exp(
         -(sessions.times[-1] - sessions.times) / (lambda_snh * DAY_S))
     idf = 1 + lambda_idf * np.log(len(train) / np.maximum(train.item_counts().numpy(), 1))

@@ -44,9 +44,10 @@ def row_of_entries(matrix: sparse.csr_matrix) -> np.ndarray:
 
 
 def dense_scores(found: sparse.csr_matrix, fallback: torch.Tensor) -> torch.Tensor:
-    """[rows, catalog] float32: the sparse scores where given, else `fallback`."""
+    """[rows, catalog] in the fallback's dtype: the sparse scores where given, else `fallback`."""
     out = fallback.expand(found.shape[0], -1).clone()
     coo = found.tocoo()
-    out[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = torch.from_numpy(coo.data.astype(np.float32))
+    values = torch.from_numpy(coo.data).to(out.dtype)
+    out[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = values
     out[:, : SPECIAL_CODES["first_value"]] = float("-inf")
     return out
