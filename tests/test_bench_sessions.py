@@ -24,6 +24,17 @@ def small_sessions(tmp_path_factory):
     return prepared
 
 
+def _bench(prepared, out, label, *args):
+    """bench.sessions run on `prepared`: its completed process and its result rows (the result file removed)."""
+    completed = subprocess.run([PYTHON, "-m", "bench.sessions", "--data", str(prepared), "--label", label, "--out", str(out), *args],
+                               cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result_file = ROOT / "bench" / "results" / f"sessions_{label}.json"
+    rows = json.loads(result_file.read_text())["rows"]
+    result_file.unlink()
+    return completed, rows
+
+
 def test_one_table_of_baselines_and_a_config_under_both_protocols(small_sessions, tmp_path):
     from training import run_dir
     from training.baselines import fit_baseline
@@ -32,14 +43,9 @@ def test_one_table_of_baselines_and_a_config_under_both_protocols(small_sessions
     from training.features import feature_spec
 
     label = "pytest_bench_sessions"
-    completed = subprocess.run(
-        [PYTHON, "-m", "bench.sessions", "--data", str(small_sessions), "--label", label, "--out", str(tmp_path),
-         "--baselines", "most_popular,sequential_rules", "--budget-minutes", "0.05", "train.epochs=1", "model.d_model=16"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    result_file = ROOT / "bench" / "results" / f"sessions_{label}.json"
-    rows = {row["name"]: row for row in json.loads(result_file.read_text())["rows"]}
-    result_file.unlink()
+    completed, rows = _bench(small_sessions, tmp_path, label, "--baselines", "most_popular,sequential_rules",
+                             "--budget-minutes", "0.05", "train.epochs=1", "model.d_model=16")
+    rows = {row["name"]: row for row in rows}
     assert list(rows) == ["most_popular", "sequential_rules", "gpt2_session"]
     assert "| gpt2_session |" in completed.stdout and "all NDCG@20" in completed.stdout
     with warnings.catch_warnings():
@@ -58,14 +64,7 @@ def test_one_table_of_baselines_and_a_config_under_both_protocols(small_sessions
 
 def test_protocols_choose_the_columns_and_an_unknown_one_is_refused_in_one_line(small_sessions, tmp_path):
     label = "pytest_bench_sessions_last"
-    completed = subprocess.run(
-        [PYTHON, "-m", "bench.sessions", "--data", str(small_sessions), "--label", label, "--out", str(tmp_path),
-         "--baselines", "most_popular", "--configs", "", "--protocols", "last"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    result_file = ROOT / "bench" / "results" / f"sessions_{label}.json"
-    rows = json.loads(result_file.read_text())["rows"]
-    result_file.unlink()
+    completed, rows = _bench(small_sessions, tmp_path, label, "--baselines", "most_popular", "--configs", "", "--protocols", "last")
     assert [row["name"] for row in rows] == ["most_popular"] and "last" in rows[0] and "all" not in rows[0]
     assert "last NDCG@20" in completed.stdout and "all NDCG@20" not in completed.stdout
     refused = subprocess.run([PYTHON, "-m", "bench.sessions", "--data", str(small_sessions), "--label", label, "--out", str(tmp_path),
