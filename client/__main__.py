@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -19,8 +20,15 @@ from client.sessions import RequestSpec
 READERS = (".parquet", ".csv")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, a bad argument answered in one line (as training/cli.py's Parser)."""
+
+    def error(self, message: str) -> NoReturn:
+        refuse(message)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m client", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="localhost:8001", help="host:port (8001 gRPC, 8000 HTTP by default)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
     parser.add_argument("--model", default="hf4rec", help="the ensemble's name")
@@ -51,28 +59,35 @@ def render(answers: dict, as_json: bool) -> str:
                      for session, answer in answers.items())
 
 
+def refuse(error: BaseException | str) -> NoReturn:
+    """Bad input in one line and exit code 2, as every hf4rec command (training/cli.py; the client
+    installs without training/)."""
+    print(f"client: {(str(error).strip().splitlines() or [type(error).__name__])[0]}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.input.is_file():
-        sys.exit(f"client: --input {args.input}: no such file")
+        refuse(f"--input {args.input}: expected an events file, found none")
     if args.input.suffix not in READERS:
-        sys.exit(f"client: --input {args.input}: expected one of {list(READERS)}, got {args.input.suffix!r}")
+        refuse(f"--input {args.input}: expected one of {list(READERS)}, got {args.input.suffix!r}")
     with RecommenderClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout_s) as client:
         try:
             client.wait_ready(args.wait_s)
             spec = client.spec
-        except (TimeoutError, InferenceServerException, OSError, ValueError) as error:
-            sys.exit(f"client: {error}")
+        except (TimeoutError, InferenceServerException, OSError, LookupError, ValueError) as error:
+            refuse(error)
         try:
             events = read_events(args.input, spec)
         except Exception as error:  # any reader failure is a bad file, told in one line
-            sys.exit(f"client: --input {args.input}: cannot read it ({type(error).__name__}: {error})".splitlines()[0])
+            refuse(f"--input {args.input}: cannot read it ({type(error).__name__}: {error})")
         try:
             answers = client.recommend(events, k=args.k)
         except ValueError as error:
-            sys.exit(f"client: {error}")
+            refuse(error)
         except (InferenceServerException, OSError) as error:
-            sys.exit(f"client: the server refused the request: {error}".splitlines()[0])
+            refuse(f"the server refused the request: {error}")
     print(render(answers, args.json))
 
 

@@ -38,6 +38,15 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, OSError) and not isinstance(error, TimeoutError)  # refused, reset (aiohttp's too)
 
 
+def is_refused(error: BaseException) -> bool:
+    """Nothing listens at the address (gRPC reports it as UNAVAILABLE, HTTP as ConnectionRefusedError)."""
+    return isinstance(error, ConnectionRefusedError) or "connection refused" in str(error).lower()
+
+
+class NoSuchModel(LookupError):
+    """The server is up and does not have the model asked for."""
+
+
 class RecommenderClient:
     def __init__(self, url: str, protocol: str = "grpc", model: str = "hf4rec",
                  timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.2,
@@ -67,19 +76,34 @@ class RecommenderClient:
         self.close()
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Poll until the server and the model are ready; TimeoutError after `timeout_s`."""
+        """Poll until the server and the model are ready. ConnectionRefusedError at once when
+        nothing listens at the address, NoSuchModel at once when the live server has no such model,
+        TimeoutError after `timeout_s` otherwise (the server or the model still starting)."""
         deadline, last_error = time.monotonic() + timeout_s, None
         while True:
             try:
-                if (self._client.is_server_ready(**self._timeout())
-                        and self._client.is_model_ready(self.model, **self._timeout())):
-                    return
+                if self._client.is_server_ready(**self._timeout()):
+                    if self._client.is_model_ready(self.model, **self._timeout()):
+                        return
+                    self._check_model_exists()
+            except NoSuchModel:
+                raise
             except (InferenceServerException, OSError) as error:
+                if is_refused(error):
+                    raise ConnectionRefusedError(f"nothing listens at {self.url} ({self.protocol}): start the server "
+                                                 f"(python -m serve --repo REPO) or pass its --url") from None
                 last_error = error
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"model {self.model!r} at {self.url} ({self.protocol}) not ready after "
                                    f"{timeout_s:g}s" + (f": {last_error}" if last_error else ""))
             time.sleep(READY_POLL_S)
+
+    def _check_model_exists(self) -> None:
+        index = self._client.get_model_repository_index(**self._json())
+        entries = index.get("models", []) if isinstance(index, dict) else index
+        names = sorted({entry["name"] for entry in entries})
+        if self.model not in names:
+            raise NoSuchModel(f"model {self.model!r}: no such model at {self.url}; the server has {names}")
 
     # --- the contract ----------------------------------------------------------------------
     @property

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from export.repository import SOURCES, ExportError, ExportOptions, export
 from export.torchscript import PRECISIONS
+from training import cli
 
 DEFAULT_REPO = Path("build/model_repository")
 
 
 def main(argv: list[str] | None = None) -> None:
     defaults = ExportOptions()
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m export", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run directory written by training.train")
     parser.add_argument("--repo", type=Path, default=DEFAULT_REPO, help=f"model repository to add a version to (default {DEFAULT_REPO})")
     parser.add_argument("--name", default=defaults.name, help="the ensemble's name; steps are NAME_transform, NAME_model, NAME_topk")
@@ -43,17 +44,15 @@ def main(argv: list[str] | None = None) -> None:
                             help=f"instances of the {step} step per server (instance_group count)")
     args = parser.parse_args(argv)
     if args.repo.resolve() == SOURCES:
-        raise SystemExit(f"export: {SOURCES} holds the python model sources and is not a model repository "
-                         f"(Triton would load every folder in it); use --repo {DEFAULT_REPO}")
-    options = ExportOptions(name=args.name, version=args.version, max_batch_size=args.max_batch_size, top_k=args.top_k,
-                            device=args.device, torch_runtime=args.torch_runtime, exclude_seen=args.exclude_seen,
-                            transform_instances=args.transform_instances, model_instances=args.model_instances,
-                            topk_instances=args.topk_instances, precision=args.precision,
-                            max_request_events=args.max_request_events, max_id_bytes=args.max_id_bytes)
-    try:
+        cli.refuse("export", f"{SOURCES} holds the python model sources and is not a model repository "
+                             f"(Triton would load every folder in it); use --repo {DEFAULT_REPO}")
+    with cli.answers_bad_input(parser.name, ExportError, FileNotFoundError, ValueError):
+        options = ExportOptions(name=args.name, version=args.version, max_batch_size=args.max_batch_size, top_k=args.top_k,
+                                device=args.device, torch_runtime=args.torch_runtime, exclude_seen=args.exclude_seen,
+                                transform_instances=args.transform_instances, model_instances=args.model_instances,
+                                topk_instances=args.topk_instances, precision=args.precision,
+                                max_request_events=args.max_request_events, max_id_bytes=args.max_id_bytes)
         result = export(args.run, args.repo, options)
-    except (ExportError, FileNotFoundError) as error:
-        raise SystemExit(f"export: {error}")
     print(f"exported {args.run} as version {result['version']} of ensemble {result['name']!r} into {result['repo']} "
           f"({options.torch_runtime} model step on {options.device}, max batch {options.max_batch_size}, "
           f"k up to {options.top_k}, seen items {'excluded' if result['exclude_seen'] else 'kept'})")

@@ -9,7 +9,6 @@ read from the exported ensemble's config, as the client reads it from a server.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from export.configs import read_config
+from training import cli
 
 EVENTS_CSV, PERF_INPUT = "held_out_events.csv", "perf_input.json"
 
@@ -47,8 +47,9 @@ def write_samples(run: Path, repo: Path, out: Path, name: str = "hf4rec", sessio
     from training.run_dir import replace_file
     from training.views import held_out
 
+    all_events = raw_events(run_dir.data_dir(run))[0]  # the run first: the repository was exported from it
     spec = request_spec(repo, name)
-    events, _ = held_out(raw_events(run_dir.data_dir(run))[0], spec.sequence_key, spec.time_column, sessions, seed=0)
+    events, _ = held_out(all_events, spec.sequence_key, spec.time_column, sessions, seed=0)
     out.mkdir(parents=True, exist_ok=True)
     requests = one_session_requests(events, spec, k)
     replace_file(out / EVENTS_CSV, lambda tmp: events.to_csv(tmp, index=False))
@@ -58,7 +59,7 @@ def write_samples(run: Path, repo: Path, out: Path, name: str = "hf4rec", sessio
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m export.samples", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="the run directory the repository was exported from")
     parser.add_argument("--repo", type=Path, required=True, help="the exported model repository")
     parser.add_argument("--name", default="hf4rec", help="the ensemble's name in the repository")
@@ -66,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=10, help="items each request asks for")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    print(json.dumps(write_samples(args.run, args.repo, args.out, args.name, args.sessions, args.k)))
+    with cli.answers_bad_input(parser.name, FileNotFoundError, ValueError, KeyError):
+        if args.sessions < 1 or args.k < 1:
+            raise ValueError(f"--sessions {args.sessions} --k {args.k}: expected both >= 1")
+        summary = write_samples(args.run, args.repo, args.out, args.name, args.sessions, args.k)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ in fixed shapes and without synchronising with the host.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -210,6 +211,19 @@ def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Ge
     return tuple(value.to(device) for value in inputs)
 
 
+@contextmanager
+def transformers_quiet():
+    """transformers' own log at errors only (tracing trips its notices about the LM loss it never computes)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int | None = None, device: str = "cpu",
           precision: str = "fp32") -> torch.jit.ScriptModule:
     """Trace the serving forward on a small example and check it against eager on other
@@ -222,8 +236,10 @@ def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int 
     kept = kept_events(model)
     seen = seen_width if seen_input else None
     example = example_inputs(model, [min(5, kept), min(3, kept)], generator, device, width=kept, seen_width=seen)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), transformers_quiet():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # tracing reads every attribute of the HF body, deprecated aliases and the unused loss included
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         traced = follow_input_device(torch.jit.trace(serving, example, check_trace=False))
     sent = (([1], None), ([kept, 1, 2], None), ([min(7, kept)] * 9, None), ([kept] * 2, None), ([1], kept), ([min(4, kept), 2, 1], kept))
     checks = [(lengths, width, "right") for lengths, width in sent]  # as the transform step sends them

@@ -139,7 +139,7 @@ def install(home: Path) -> TritonLayout:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m serve.install", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=TritonLayout.default_home())
     args = parser.parse_args(argv)
     layout = install(args.home.resolve())

@@ -13,7 +13,9 @@ died) takes the whole group down and removes the stubs' shared-memory regions in
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -79,12 +81,56 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+PLATFORM_BACKENDS = {"pytorch_libtorch": "pytorch", "onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt",
+                     "tensorflow_savedmodel": "tensorflow", "tensorflow_graphdef": "tensorflow"}  # "ensemble": none
+BACKEND_ADVICE = {"pytorch": "re-export with --torch-runtime python (python -m export --run RUN --repo REPO "
+                             "--torch-runtime python) for this server, or serve with the NGC image (containers/README.md)"}
+
+
+def required_backends(model_repository: Path) -> dict[str, str]:
+    """{model: the Triton backend its config.pbtxt names (or its platform implies)}; ensembles need none."""
+    needed = {}
+    for config in sorted(Path(model_repository).glob("*/config.pbtxt")):
+        text = config.read_text(errors="replace")
+        backend = re.search(r'^\s*backend\s*:\s*"([^"]+)"', text, re.MULTILINE)
+        platform = re.search(r'^\s*platform\s*:\s*"([^"]+)"', text, re.MULTILINE)
+        name = backend.group(1) if backend else PLATFORM_BACKENDS.get(platform.group(1)) if platform else None
+        if name:
+            needed[config.parent.name] = name
+    return needed
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Something listens on host:port (binding as a server would, address reuse allowed, fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host or "0.0.0.0", port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
 def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class TritonServerError(RuntimeError):
     pass
+
+
+LOG_ERROR = re.compile(r"^E\d{4} |already in use|UNAVAILABLE:|[Ee]rror:")  # Triton's error lines (E<mmdd> ...)
+HARMLESS = re.compile(r"CUDA|CudaDriverHelper")  # a CPU machine's expected complaints about the missing GPU driver
+
+
+def log_reason(log: str) -> str:
+    """The first error line of a Triton log (the GPU driver's left out), without its prefix (time,
+    source file), else its last line."""
+    lines = log.splitlines()
+    for line in lines:
+        if LOG_ERROR.search(line) and not HARMLESS.search(line):
+            return re.sub(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ", "", line).strip().strip('"')
+    return lines[-1].strip() if lines else "(empty log)"
 
 
 class TritonServer:
@@ -103,16 +149,18 @@ class TritonServer:
     ):
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
-            raise FileNotFoundError(f"model repository {self.model_repository} is not a folder")
+            raise TritonServerError(f"model repository {model_repository}: expected a folder (python -m export --repo), found none")
         self.host = host
         self.http_port = http_port or free_port(host)
         self.grpc_port = grpc_port or free_port(host)
         self.metrics_port = metrics_port or free_port(host)
         self.layout = (layout or TritonLayout(TritonLayout.default_home())).require()
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.check_backends()
+        self.log_path = Path(log_path) if log_path else None  # None: a new temporary file at start
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
+        self._log_start = 0  # where this start's lines begin in the log (a log path may be reused)
         self._shm_regions: set[str] = set()  # the stubs' /dev/shm regions, removed on stop
 
     @property
@@ -148,7 +196,29 @@ class TritonServer:
             *self.extra_args,
         ]
 
+    def check_backends(self) -> None:
+        """Refuse, before starting, a repository whose models need a backend this server lacks
+        (Triton would start, mark them UNAVAILABLE and exit)."""
+        have = sorted(path.name for path in self.layout.backend_dir.iterdir() if path.is_dir())
+        for model, backend in required_backends(self.model_repository).items():
+            if backend not in have:
+                advice = BACKEND_ADVICE.get(backend, "serve it on a Triton that has that backend")
+                raise TritonServerError(f"model {model} in {self.model_repository} needs Triton's {backend!r} backend; "
+                                        f"this server ({self.layout.backend_dir}) has {have}: {advice}")
+
+    def check_ports(self) -> None:
+        """Refuse ports another process listens on: Triton would fail to bind one of them and exit, and
+        meanwhile a health check could reach the other server."""
+        for flag, port in (("--http-port", self.http_port), ("--grpc-port", self.grpc_port), ("--metrics-port", self.metrics_port)):
+            if port_in_use(self.host, port):
+                raise TritonServerError(f"{flag} {port}: expected a free port on {self.host}, but another process "
+                                        f"listens there (another server?): stop it or choose another port")
+
     def start(self) -> "TritonServer":
+        self.check_ports()
+        if self.log_path is None:
+            self.log_path = Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
@@ -183,21 +253,31 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise TritonServerError(
-                    f"tritonserver exited with code {self.process.returncode} before it was ready; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"tritonserver exited with code {self.process.returncode} before it was ready: "
+                    f"{log_reason(self.own_log())} (log {self.log_path})"
                 )
-            if self.is_ready():
+            if self.is_ready() and self._serves_own_ports():
                 return
             time.sleep(0.2)
         raise TritonServerError(
-            f"tritonserver not ready after {self.ready_timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+            f"tritonserver not ready after {self.ready_timeout_s:.0f} s: {log_reason(self.own_log())} (log {self.log_path})"
         )
 
-    def log_tail(self, lines: int = 40) -> str:
+    def _serves_own_ports(self) -> bool:
+        """The server that answered is this process: it is alive and its log says it bound the HTTP port."""
+        alive = self.process is None or self.process.poll() is None
+        return alive and f"Started HTTPService at {self.host or '0.0.0.0'}:{self.http_port}" in self.own_log()
+
+    def own_log(self) -> str:
+        """This start's part of the log."""
+        if self.log_path is None:
+            return ""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return log.read().decode(errors="replace")
         except FileNotFoundError:
-            return "(no log)"
+            return ""
 
     def processes(self) -> list[ServerProcess]:
         """The running server and the python-backend stubs it started, one per model instance."""

@@ -22,7 +22,8 @@ def prepared_synthetic(tmp_path_factory):
     from training.prepare import PrepareArgs, run
 
     out = tmp_path_factory.mktemp("prepared") / "synthetic"
-    run(PrepareArgs(dataset="synthetic", out=out, synthetic_events=20_000, max_length=12))
+    # min_item_count 5 (since issue 14 the default is 1 outside MovieLens): rows of one event stay in the split
+    run(PrepareArgs(dataset="synthetic", out=out, synthetic_events=20_000, max_length=12, min_item_count=5))
     return out
 
 

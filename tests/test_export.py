@@ -224,7 +224,7 @@ def test_export_refuses_a_changed_config_the_source_folder_and_a_missing_gpu(ml1
         export(synthetic_runs[0], tmp_path / "repo", ExportOptions(**{**SYNTH, "version": 1}))
     result = subprocess.run([PYTHON, "-m", "export", "--run", str(ml1m_run), "--repo", "model_repository"],
                             cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 1 and "holds the python model sources" in result.stderr
+    assert result.returncode == 2 and "holds the python model sources" in result.stderr
     if not torch.cuda.is_available():
         with pytest.raises(ExportError, match="--device gpu: .*CUDA"):
             export(ml1m_run, tmp_path / "gpu", ExportOptions(device="gpu"))

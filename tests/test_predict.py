@@ -100,7 +100,7 @@ def test_every_position_equals_predicting_each_prefix_alone(synthetic_runs, caus
     np.testing.assert_allclose(every["score"].to_numpy(), alone["score"].to_numpy(), atol=1e-5, rtol=0)
 
 
-def test_the_command_reads_events_by_their_own_mapping(synthetic_runs, held_out_events, tmp_path):
+def test_the_command_reads_events_by_their_own_mapping(synthetic_runs, held_out_events, tmp_path, capsys):
     from training.predict import main, predict
 
     events, key = held_out_events
@@ -124,6 +124,8 @@ def test_the_command_reads_events_by_their_own_mapping(synthetic_runs, held_out_
     for mapping_file, message in [("no_genre.json", "expected a column for the run's categorical column 'category'"),
                                   ("elsewhere.json", f"--events {tmp_path / 'mine.csv'}: mapped column(s) 'track' (item) not found"),
                                   ("none.json", "none.json does not exist")]:
+        capsys.readouterr()
         with pytest.raises(SystemExit) as refused:  # in this process: a command start costs seconds
             main([*command[3:], "--mapping", str(tmp_path / mapping_file)])
-        assert len(str(refused.value.code).splitlines()) == 1 and message in str(refused.value.code), refused.value.code
+        said = capsys.readouterr().err
+        assert refused.value.code == 2 and len(said.splitlines()) == 1 and message in said, said

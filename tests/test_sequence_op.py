@@ -67,7 +67,8 @@ def test_saved_workflow_loads_without_hf4rec(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path = [p for p in sys.path if p not in ("", ".")]
+        sys.path = [p for p in sys.path if p not in ("", ".") and "__editable__" not in p]
+        sys.meta_path = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]  # pip install -e .
         import nvtabular as nvt, pyarrow.parquet as pq
         try:
             import training

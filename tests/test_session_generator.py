@@ -69,7 +69,7 @@ def test_sessions_keep_to_a_genre_and_without_genres_they_do_not(small):
     assert abs(_same_genre_share(unrelated, genre) - chance) < 0.05  # the same genres mean nothing there
 
 
-def test_bad_settings_are_refused_in_one_line(tmp_path):
+def test_bad_settings_are_refused_in_one_line(tmp_path, capsys):
     for argv, message in (
         (["--set", "genre_items"], "sessions: --set genre_items: expected FIELD=VALUE with FIELD one of"),
         (["--set", "n_items=5"], "sessions: --set n_items=5: expected FIELD=VALUE with FIELD one of"),
@@ -78,14 +78,15 @@ def test_bad_settings_are_refused_in_one_line(tmp_path):
     ):
         with pytest.raises(SystemExit) as refused:
             main(["--out", str(tmp_path / "raw"), *argv])
-        assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+        said = capsys.readouterr().err
+        assert refused.value.code == 2 and said.startswith(message) and said.count("\n") == 1, said
     assert not (tmp_path / "raw").exists()
 
 
-def test_bad_sizes_are_refused_in_one_line(tmp_path):
+def test_bad_sizes_are_refused_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         main(["--out", str(tmp_path / "raw"), "--items", "0"])
-    assert str(refused.value) == "sessions: --items: expected a positive integer, got 0"
+    assert refused.value.code == 2 and capsys.readouterr().err == "sessions: --items: expected a positive integer, got 0\n"
     assert not (tmp_path / "raw").exists()
 
 

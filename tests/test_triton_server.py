@@ -134,3 +134,62 @@ def test_serve_command_runs_until_terminated(tmp_path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     assert not TritonServer(REPO, http_port=int(ports[0])).is_ready()
+
+
+def _one_line_refusal(done: subprocess.CompletedProcess, name: str, *fragments: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"{name}: "), done.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_second_server_on_busy_ports_is_refused_in_one_line(server, tmp_path):
+    command = [PYTHON, "-m", "serve", "--repo", str(REPO), "--http-port", str(server.http_port),
+               "--grpc-port", str(server.grpc_port), "--metrics-port", str(server.metrics_port), "--log", str(tmp_path / "log")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    _one_line_refusal(done, "serve", f"--http-port {server.http_port}", "another process listens")
+    assert "Triton ready" not in done.stdout
+
+
+def test_the_launcher_does_not_take_another_servers_answer_for_its_own(server, tmp_path, monkeypatch):
+    """Past the port check (a port taken between the check and the bind), the first server answers
+    the health check; the launcher waits for its own process to have bound the port and says why it did not."""
+    from serve.server import TritonServerError, free_port
+
+    monkeypatch.setattr(TritonServer, "check_ports", lambda self: None)
+    second = TritonServer(REPO, http_port=server.http_port, grpc_port=free_port(), log_path=tmp_path / "log",
+                          ready_timeout_s=60)
+    with pytest.raises(TritonServerError, match="exited with code .* before it was ready: .*(already in use|Address)"):
+        second.start()
+
+
+def test_a_repository_needing_a_backend_the_server_lacks_is_refused_before_it_starts(tmp_path):
+    model = tmp_path / "repo" / "hf4rec_model"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text((REPO / "add_one" / "config.pbtxt").read_text().replace('"python"', '"pytorch"'))
+    done = subprocess.run([PYTHON, "-m", "serve", "--repo", str(model.parent), "--log", str(tmp_path / "log")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    _one_line_refusal(done, "serve", "hf4rec_model", "'pytorch' backend", "--torch-runtime python")
+    assert not (tmp_path / "log").exists(), "the server was started"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_client_names_a_model_the_server_does_not_have(server, tmp_path, protocol):
+    events = tmp_path / "events.csv"
+    events.write_text("session_id,item_id,timestamp\n1,3,1700000000\n")
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    done = subprocess.run([PYTHON, "-m", "client", "--url", url, "--protocol", protocol, "--model", "hf4rek",
+                           "--input", str(events), "--wait-s", "300"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    _one_line_refusal(done, "client", "'hf4rek': no such model", "'double_then_add_one'")
+
+
+def test_the_client_fails_at_once_where_nothing_listens(tmp_path):
+    from serve.server import free_port
+
+    events = tmp_path / "events.csv"
+    events.write_text("session_id,item_id,timestamp\n1,3,1700000000\n")
+    address = f"127.0.0.1:{free_port()}"  # a port nobody listens on; it would wait 300 s for a server that is starting
+    done = subprocess.run([PYTHON, "-m", "client", "--url", address, "--input", str(events), "--wait-s", "300"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    _one_line_refusal(done, "client", f"nothing listens at {address}")

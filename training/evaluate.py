@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from training import run_dir
+from training import cli, run_dir
 from training.allocator import keep_freed_memory
 from training.data import SequenceData
 from training.metrics import ranking_metrics, target_ranks
 from training.model import NextItemModel
+from training.progress import Progress
 
 
 PROTOCOLS = ("last", "all")  # last: each row's final event; all: every next event from its prefix (session-rec's protocol)
@@ -28,29 +29,32 @@ SCORE_ROWS = 1024  # prefixes scored at once over the catalog (bounds the [rows,
 
 @torch.no_grad()
 def evaluate(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512,
-             protocol: str = "last") -> dict[str, float]:
+             protocol: str = "last", *, progress: str | None = None) -> dict[str, float]:
+    """Mean metrics of the model on the split; `progress`: the name its progress is shown under (None: quiet)."""
     model.eval()
     device = next(model.parameters()).device
     if protocol == "all" and _one_forward_per_sequence(model, data):
-        return _all_positions(model, data, ks, exclude_seen, batch_size)
+        return _all_positions(model, data, ks, exclude_seen, batch_size, progress)
     return evaluate_scores(lambda batch: model.next_item_scores({name: values.to(device) for name, values in batch.items()}),
-                           data, ks, exclude_seen, batch_size, protocol)
+                           data, ks, exclude_seen, batch_size, protocol, progress=progress)
 
 
 @torch.no_grad()
 def evaluate_scores(next_item_scores, data: SequenceData, ks, exclude_seen: bool = False, batch_size: int = 512,
-                    protocol: str = "last") -> dict[str, float]:
+                    protocol: str = "last", *, progress: str | None = None) -> dict[str, float]:
     """Mean metrics of any scorer (a batch without its targets -> scores [rows, catalog]) over the
     split's rows (`all`: over every prefix of them): the model and the baselines are ranked alike."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol: expected one of {list(PROTOCOLS)}, got {protocol!r}")
     data = data.prefixes() if protocol == "all" else data
     sums: dict[str, float] = {}
-    for batch in data.batches(batch_size, drop_last_event=True):
-        targets = batch.pop("targets")
-        scores = next_item_scores(batch)
-        seen = batch[data.spec.item].to(scores.device) if exclude_seen else None
-        add_metrics(sums, target_ranks(scores, targets.to(scores.device), exclude=seen), ks)
+    with Progress(progress or "", len(data), "rows", enabled=progress is not None) as shown:
+        for batch in data.batches(batch_size, drop_last_event=True):
+            targets = batch.pop("targets")
+            scores = next_item_scores(batch)
+            seen = batch[data.spec.item].to(scores.device) if exclude_seen else None
+            add_metrics(sums, target_ranks(scores, targets.to(scores.device), exclude=seen), ks)
+            shown.update(len(targets))
     return {name: total / max(len(data), 1) for name, total in sums.items()}
 
 
@@ -72,18 +76,22 @@ def _one_forward_per_sequence(model: NextItemModel, data: SequenceData) -> bool:
     return states_answer_prefixes(model) and longest <= model.config.max_length
 
 
-def _all_positions(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool, batch_size: int) -> dict[str, float]:
+def _all_positions(model: NextItemModel, data: SequenceData, ks, exclude_seen: bool, batch_size: int,
+                   progress: str | None = None) -> dict[str, float]:
     """The `all` protocol for causal bodies: one forward per sequence, every position's state scored."""
     device = next(model.parameters()).device
     sums: dict[str, float] = {}
     predictions = 0
     workspace = score_workspace(model, SCORE_ROWS)
-    for batch in data.batches(batch_size):
-        batch = {name: values.to(device) for name, values in batch.items()}
-        items = batch[model.spec.item]
-        for row, position, scores, prefix_items in position_scores(model, batch, workspace=workspace):
-            predictions += len(row)
-            add_metrics(sums, target_ranks(scores, items[row, position + 1], exclude=prefix_items if exclude_seen else None), ks)
+    total = int((data.lengths - 1).clip(min=0).sum())
+    with Progress(progress or "", total, "prefixes", enabled=progress is not None) as shown:
+        for batch in data.batches(batch_size):
+            batch = {name: values.to(device) for name, values in batch.items()}
+            items = batch[model.spec.item]
+            for row, position, scores, prefix_items in position_scores(model, batch, workspace=workspace):
+                predictions += len(row)
+                add_metrics(sums, target_ranks(scores, items[row, position + 1], exclude=prefix_items if exclude_seen else None), ks)
+                shown.update(len(row))
     return {name: total / max(predictions, 1) for name, total in sums.items()}
 
 
@@ -112,7 +120,7 @@ def position_scores(model: NextItemModel, batch: dict[str, torch.Tensor], with_l
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run directory written by training.train")
     parser.add_argument("--split", default="test", help="prepared split to evaluate (test, valid, ...)")
     parser.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=None,
@@ -122,13 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     keep_freed_memory()
     warnings.simplefilter("ignore", UserWarning)
-    try:
+    with cli.answers_bad_input(parser.name, FileNotFoundError, ValueError):
         model, config = run_dir.load_model(args.run)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"evaluate: {error}")
+        data = SequenceData(run_dir.data_dir(args.run), args.split, model.spec)
     exclude = config.train.exclude_seen if args.exclude_seen is None else args.exclude_seen
-    data = SequenceData(run_dir.data_dir(args.run), args.split, model.spec)
-    metrics = evaluate(model, data, config.train.ks, exclude, config.train.eval_batch_size, args.protocol)
+    metrics = evaluate(model, data, config.train.ks, exclude, config.train.eval_batch_size, args.protocol, progress="evaluate")
     print(json.dumps({"split": args.split, "protocol": args.protocol, "sequences": len(data), **{k: round(v, 5) for k, v in metrics.items()}}, indent=1))
 
 

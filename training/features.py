@@ -17,6 +17,8 @@ from training import prepared
 if TYPE_CHECKING:  # Merlin is imported only to read a schema: the model stack runs without it
     from merlin.schema import Schema
 
+STRUCTURAL = ("sequence key", "sequence start time")  # columns that organise the rows, never features: not warned of
+
 
 class FeatureError(ValueError):
     pass
@@ -105,7 +107,8 @@ def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSp
         if name in exclude:
             ignored[name] = "excluded by the config"
         elif role == "ignored":
-            ignored[name] = column["reason"]
+            if column["reason"] not in STRUCTURAL:
+                ignored[name] = column["reason"]
         elif role == "unusable":
             raise FeatureError(f"column {name!r}: cannot use it ({column['reason']}); exclude it with exclude_features")
         elif "cardinality" in column:
@@ -113,7 +116,8 @@ def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSp
         else:
             used[role].append(name)
     if ignored:
-        warnings.warn("not used by the model: " + ", ".join(f"{k} ({v})" for k, v in ignored.items()), stacklevel=2)
+        warnings.warn("not used by the model: " + ", ".join(f"{k} ({v})" for k, v in ignored.items())
+                      + "; a column the model should read needs a role in prepare's --mapping", stacklevel=2)
     return FeatureSpec(
         item=item,
         item_cardinality=roles[item]["cardinality"],

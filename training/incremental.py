@@ -10,7 +10,6 @@ model.safetensors) plus incremental.json and incremental.csv.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from training import prepared, run_dir
+from training import cli, prepared, run_dir
 from training.config import Config, ConfigError, load_config
 from training.data import SequenceData
 from training.evaluate import evaluate
@@ -79,7 +78,7 @@ def write_outputs(out: Path, result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.incremental", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.incremental", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"run directory {args.out} exists and is not empty: choose another --out")
         result = run_incremental(config, args.data, args.out)
     except (ConfigError, ModelConfigError, LossError, FeatureError, FileNotFoundError) as error:
-        raise SystemExit(f"incremental: {error}")
+        cli.refuse("incremental", error)
     print(json.dumps(result["average"], indent=1))
 
 

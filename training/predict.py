@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from training import prepared, request_transform, run_dir, views
+from training import cli, prepared, request_transform, run_dir, views
 from training.allocator import keep_freed_memory
 from training.events import EventColumns, validate_events
 from training.parquet import read_parquet
+from training.progress import Progress
 from training.recommend import top_items, top_items_every_position
 
 FORMATS = (".parquet", ".csv")
-PROGRESS_SECONDS = 5.0  # a progress line this often when the output is not a terminal
 
 
 def read_events(path: Path) -> pd.DataFrame:
@@ -101,19 +100,20 @@ def predict(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool | None =
 
 
 def _progress_printer():
-    last = [0.0]
+    """predict's progress callback (sessions done, total) shown as every command shows progress."""
+    shown: list[Progress] = []
 
     def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        if sys.stderr.isatty() or now - last[0] >= PROGRESS_SECONDS or done == total:
-            end = "\n" if done == total or not sys.stderr.isatty() else "\r"
-            print(f"predict: {done}/{total} sessions", end=end, file=sys.stderr, flush=True)
-            last[0] = now
+        if not shown:
+            shown.append(Progress("predict", total, "sessions"))
+        shown[0].update(done - shown[0].done)
+        if done == total:
+            shown[0].close()
     return show
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.predict", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.predict", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run directory written by training.train")
     parser.add_argument("--events", type=Path, required=True, help="raw events (the run's column names unless --mapping)")
     parser.add_argument("--mapping", type=Path, help="YAML/JSON role -> column mapping of EVENTS, as training.prepare takes it")
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         if own_key is not None:  # sessions under the events' own name
             predictions = predictions.rename(columns={predictions.columns[0]: own_key})
     except (FileNotFoundError, ValueError, KeyError) as error:
-        raise SystemExit(f"predict: {error}")
+        cli.refuse("predict", error)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write = (lambda tmp: predictions.to_parquet(tmp, index=False)) if args.out.suffix == ".parquet" else \
         (lambda tmp: predictions.to_csv(tmp, index=False))

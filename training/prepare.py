@@ -20,7 +20,6 @@ DIR is built in a temporary sibling folder and renamed into place: never half-wr
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -30,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import distributed, prepared, request_transform, views
+from training import cli, distributed, prepared, request_transform, views
 from training.events import EventColumns, EventsError, check_continuous, read_event_file, validate_events
 from training.features import column_roles
+from training.progress import note
 from training.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
 
 BUILTIN = ("ml-1m", "ml-100k", "synthetic")
@@ -43,8 +43,8 @@ DEFAULTS = {
     "synthetic": ("session", "time", 50),
     "file": ("session", "time", 50),
 }
-MIN_ITEM_COUNT = 5  # one file: the MovieLens protocol (SASRec, BERT4Rec), counted before the split
-OWN_SPLITS_MIN_ITEM_COUNT = 1  # own splits: every training item kept, as the baselines keep them
+MOVIELENS_MIN_ITEM_COUNT = 5  # the MovieLens protocol (SASRec, BERT4Rec): rarer items dropped, counted before the split
+MIN_ITEM_COUNT = 1  # any other data: every item kept (rare items are most of a session catalog; the baselines keep them)
 
 
 @dataclass
@@ -55,7 +55,7 @@ class PrepareArgs:
     view: str | None = None
     split: str | None = None
     max_length: int | None = None
-    min_item_count: int | None = None  # None: MIN_ITEM_COUNT, or OWN_SPLITS_MIN_ITEM_COUNT with own splits
+    min_item_count: int | None = None  # None: MOVIELENS_MIN_ITEM_COUNT for MovieLens, else MIN_ITEM_COUNT
     min_item_frequency: int = 0
     continuous: str = "log-normalize"
     buckets: int = 10
@@ -73,10 +73,10 @@ class PrepareArgs:
 
     @property
     def item_count_floor(self) -> int:
-        """--min-item-count, or its default for one file or one's own splits."""
+        """--min-item-count, or its default for the dataset."""
         if self.min_item_count is not None:
             return self.min_item_count
-        return OWN_SPLITS_MIN_ITEM_COUNT if self.test_events is not None else MIN_ITEM_COUNT
+        return MOVIELENS_MIN_ITEM_COUNT if self.dataset in ("ml-1m", "ml-100k") else MIN_ITEM_COUNT
 
 
 def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
@@ -92,7 +92,10 @@ def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
     return load_file(args.dataset, args.mapping)
 
 
-def load_file(path, mapping: Path | None) -> tuple[pd.DataFrame, EventColumns]:
+def load_file(path, mapping: Path | None, flag: str = "--dataset") -> tuple[pd.DataFrame, EventColumns]:
+    if not Path(path).is_file():
+        known = f"one of {sorted(BUILTIN)} or " if flag == "--dataset" else ""
+        raise EventsError(f"{flag}: expected {known}an events file (.parquet or .csv), got {str(path)!r}: {path} does not exist")
     if mapping is None:
         raise EventsError(f"dataset {path}: an events file needs --mapping (role -> column, YAML or JSON)")
     columns = EventColumns.load(mapping)
@@ -104,7 +107,7 @@ def own_splits(args: PrepareArgs, train: pd.DataFrame, columns: EventColumns, vi
     file's filter decides the catalog; unknown items become OOV). -> ({split: events}, key)."""
     per_split = {"train": train}
     for name, path in (("valid", args.valid_events), ("test", args.test_events)):
-        events, _ = load_file(path, args.mapping)
+        events, _ = load_file(path, args.mapping, f"--{name}-events")
         check_continuous(events, columns, log_transform=args.continuous == "log-normalize")
         per_split[name], _ = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
     train, key = views.sequence_key(train, columns, view, int(args.session_gap_minutes * 60))
@@ -215,8 +218,10 @@ def run(args: PrepareArgs) -> dict:
         )
         boundaries = bucket_boundaries(per_split["train"], columns, args.buckets) if args.continuous == "bucketize" else None
         workflow = build_workflow(columns, options, staging / "fit", boundaries)
+        note("prepare", f"fitting the workflow on {len(per_split['train']):,} training events")
         with distributed.cluster(args.dask_scheduler) as partitions:  # 1: no cluster, this process
             fit_workflow(workflow, distributed.by_sequence(per_split["train"], key, partitions))
+            note("prepare", f"transforming {', '.join(per_split)}{' and the windows' if per_window else ''}")
             outputs = {name: distributed.transform(workflow, frame, key, partitions) for name, frame in per_split.items()}
             window_outputs = {w: distributed.transform(workflow, frame, key, partitions)
                               for w, frame in (per_window or {}).items()}
@@ -250,7 +255,7 @@ def run(args: PrepareArgs) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> PrepareArgs:
-    parser = argparse.ArgumentParser(prog="python -m training.prepare", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="ml-1m, ml-100k, synthetic, or a parquet/csv events file")
     parser.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
     parser.add_argument("--mapping", type=Path, help="YAML/JSON role -> column mapping for an events file")
@@ -258,7 +263,7 @@ def parse_args(argv: list[str] | None) -> PrepareArgs:
     parser.add_argument("--split", choices=views.SPLITS, help="default: loo for MovieLens, time otherwise")
     parser.add_argument("--max-length", type=int, help="events kept per sequence, the last ones (default 200 MovieLens, 50 otherwise)")
     parser.add_argument("--min-item-count", type=int, help=f"drop items with fewer interactions (1: keep all; default "
-                        f"{MIN_ITEM_COUNT}, {OWN_SPLITS_MIN_ITEM_COUNT} with --valid-events/--test-events)")
+                        f"{MOVIELENS_MIN_ITEM_COUNT} for MovieLens (its protocol), {MIN_ITEM_COUNT} otherwise)")
     parser.add_argument("--min-item-frequency", type=int, default=0, help="items rarer than this in training map to the OOV code")
     parser.add_argument("--continuous", choices=CONTINUOUS, default="log-normalize", help="transform of continuous features")
     parser.add_argument("--buckets", type=int, default=10, help="quantile buckets for --continuous bucketize")
@@ -277,8 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         summary = run(args)
-    except EventsError as error:
-        raise SystemExit(f"prepare: {error}")
+    except (EventsError, FileNotFoundError) as error:
+        cli.refuse("prepare", error)
     counts = summary["counts"]
     print(
         f"prepared {summary['dataset']} ({summary['view']} view, {summary['split']} split) in {summary['seconds']} s -> {args.out}\n"

@@ -75,8 +75,18 @@ def write_split(frame: pd.DataFrame, schema: Schema, folder: Path) -> None:
     TensorflowMetadata.from_merlin_schema(_saved_cat_paths(schema)).to_proto_text_file(str(folder))
 
 
+def split_names(prepared_dir: Path) -> list[str]:
+    """The splits a prepared folder holds (train, valid, test; windows/NNNN for a time split)."""
+    return sorted(str(path.parent.relative_to(prepared_dir)) for path in Path(prepared_dir).glob(f"**/{SPLIT_FILE}"))
+
+
 def read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
-    return read_parquet(Path(prepared_dir) / split / SPLIT_FILE)
+    path = Path(prepared_dir) / split / SPLIT_FILE
+    if not path.is_file():
+        if not Path(prepared_dir).is_dir():
+            raise FileNotFoundError(f"prepared folder {prepared_dir}: expected a folder (training.prepare --out), found none")
+        raise FileNotFoundError(f"split {split!r}: expected one of {split_names(prepared_dir)} in {prepared_dir}")
+    return read_parquet(path)
 
 
 def item_vocabulary(prepared_dir: Path) -> pd.Series:

@@ -10,9 +10,7 @@ raised before the first step.
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import math
 import os
 import sys
@@ -25,7 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from training import run_dir
+from training import cli, run_dir
+from training.progress import Progress
 from training.allocator import keep_freed_memory
 from training.config import Config, ConfigError, load_config
 from training.data import SequenceData
@@ -33,6 +32,7 @@ from training.evaluate import PROTOCOLS, evaluate
 from training.features import FeatureError, feature_spec
 from training.losses import LossError, NextItemLoss, check_loss
 from training.model import ModelConfigError, NextItemModel
+from training.model import check_config as check_model
 from training.pretrained import load_item_embeddings
 from training.tasks import TaskConfigError, check_task, task_loss
 
@@ -114,6 +114,7 @@ class Trainer:
             raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
         if train.bucket_by_length and train.bucket_batches < 1:
             raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
+        check_model(config.model)  # before the data is read: a bad value is the one thing said
         check_loss(config.loss, config.model.repeat_window)
         check_task(config.task, config.model.task)
         keep_freed_memory()
@@ -194,15 +195,15 @@ class Trainer:
         losses, sequences, started = [], 0, time.perf_counter()
         mine = (batch for index, batch in enumerate(self.epoch_batches())
                 if index % self.world == self.rank and index < self.steps_per_epoch * self.world)
-        bar = tqdm(mine, total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{train.epochs}",
-                   leave=False, disable=None if self.rank == 0 else True, file=sys.stderr)
-        for batch in bar:
+        progress = Progress(f"train: epoch {self.epoch + 1}/{train.epochs}", self.steps_per_epoch, "steps", enabled=self.rank == 0)
+        for batch in mine:
             loss = self.train_step(batch)
             losses.append(loss.item())
             sequences += len(batch[self.spec.item])
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
+            progress.update(1, loss=f"{losses[-1]:.3f}", seq_per_s=f"{sequences / (time.perf_counter() - started):.0f}")
             if budget is not None and self._tick(budget) >= 1.0:
                 break
+        progress.close()
         seconds = time.perf_counter() - started
         return {"train_loss": sum(losses) / max(len(losses), 1), "train_seconds": seconds,
                 "sequences_per_s": self.world * sequences / seconds}
@@ -291,7 +292,8 @@ class Trainer:
 
     def _validate(self, record: dict) -> None:
         train = self.config.train
-        metrics = evaluate(self.model, self.valid_data, train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol)
+        metrics = evaluate(self.model, self.valid_data, train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol,
+                           progress="train: validation" if self.rank == 0 else None)
         record.update({f"valid_{k}": v for k, v in metrics.items()})
         score = metrics[train.early_stopping_metric]
         if self.best is None or score > self.best["score"]:
@@ -329,7 +331,8 @@ class Trainer:
             "stopped_by": stopped,
             "best_epoch": self.best["epoch"],
             "valid": {k[len("valid_"):]: v for k, v in self.history[self.best["epoch"] - 1].items() if k.startswith("valid_")},
-            "test": evaluate(model, test, train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol),
+            "test": evaluate(model, test, train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol,
+                             progress="train: test"),
             "train_sequences_per_s": sum(r["sequences_per_s"] for r in self.history) / len(self.history),
             "train_seconds": sum(r["train_seconds"] for r in self.history),
             "steps": self.step,
@@ -341,6 +344,14 @@ class Trainer:
     def _write_metrics(self) -> None:
         columns = sorted({k for record in self.history for k in record}, key=lambda k: (k not in ("epoch", "step"), k))
         run_dir.replace_csv(self.out / "metrics.csv", self.history, columns)
+
+
+def summary(result: dict, out: Path, metric: str) -> str:
+    """What a finished run prints: how it trained and its test metric; every metric is in metrics.json."""
+    hit = metric.replace("ndcg", "hr") if metric.startswith("ndcg") else "hr@10"
+    return (f"trained {out}: {result['steps']:,} steps in {result['train_seconds'] / 60:.1f} min, best epoch {result['best_epoch']} "
+            f"({result['stopped_by']}); test {metric} {result['test'][metric]:.4f}, {hit} {result['test'].get(hit, float('nan')):.4f} "
+            f"(every metric: {out / 'metrics.json'})")
 
 
 def _summary_line(record: dict, metric: str) -> str:
@@ -387,7 +398,7 @@ def _plot(history: list[dict], path: Path, metric: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="YAML config (training/configs/*.yaml)")
     parser.add_argument("--data", type=Path, required=True, help="prepared folder (python -m training.prepare)")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
@@ -400,11 +411,11 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"run directory {args.out} exists and is not empty: choose another --out or pass --resume")
         trainer = Trainer(config, args.data, args.out)
     except (ConfigError, ModelConfigError, LossError, TaskConfigError, FeatureError, FileNotFoundError) as error:
-        raise SystemExit(f"train: {error}")
+        cli.refuse("train", error)
     result = trainer.run(resume=args.resume)
     trainer.close()
     if trainer.rank == 0:
-        print(json.dumps(result, indent=1))
+        print(summary(result, args.out, trainer.config.train.early_stopping_metric))
 
 
 if __name__ == "__main__":

@@ -1,40 +1,21 @@
 """python -m training.baselines: score the classic baselines on a prepared split (one JSON line each)."""
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
 
+from training import cli
 from training.allocator import keep_freed_memory
-from training.baselines import BASELINES, BY_RECENCY, Scorer, baseline_names, fit_baseline, session_start_times
+from training.baselines import BASELINES, BY_RECENCY, baseline_names, fit_baseline, session_start_times
 from training.data import SequenceData
 from training.evaluate import PROTOCOLS, evaluate_scores
 from training.features import feature_spec
 
-PROGRESS_S = 5.0  # seconds between progress lines on stderr
-
-
-def with_progress(scorer: Scorer, name: str, total: int) -> Scorer:
-    """`scorer`, printing the rows scored so far every PROGRESS_S seconds."""
-    done, shown = 0, time.monotonic()
-
-    def scores(batch: dict):
-        nonlocal done, shown
-        out = scorer(batch)
-        done += len(out)
-        if time.monotonic() - shown >= PROGRESS_S:
-            print(f"baselines: {name}: {done:,}/{total:,} rows scored", file=sys.stderr, flush=True)
-            shown = time.monotonic()
-        return out
-
-    return scores
-
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.baselines", description=__doc__.split(": ", 1)[1])
+    parser = cli.Parser(prog="python -m training.baselines", description=__doc__.split(": ", 1)[1])
     parser.add_argument("--data", type=Path, required=True, help="prepared folder (training.prepare --out)")
     parser.add_argument("--split", default="test", help="split to score (fitted on train)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="last", help="last: each row's final event; all: every next event")
@@ -45,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         names = baseline_names(args.baselines)
     except ValueError as error:
-        raise SystemExit(f"baselines: {error}")
+        cli.refuse("baselines", error)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -53,13 +34,13 @@ def main(argv: list[str] | None = None) -> None:
         train, data = SequenceData(args.data, "train", spec), SequenceData(args.data, args.split, spec)
         times = session_start_times(args.data, train) if BY_RECENCY & set(names) else None
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"baselines: {error}")
+        cli.refuse("baselines", error)
     rows = len(data.prefixes()) if args.protocol == "all" else len(data)
     for name in names:
         started = time.perf_counter()
         scorer = fit_baseline(name, train, times)
         fitted = time.perf_counter()
-        metrics = evaluate_scores(with_progress(scorer, name, rows), data, (5, 10, 20), args.exclude_seen, protocol=args.protocol)
+        metrics = evaluate_scores(scorer, data, (5, 10, 20), args.exclude_seen, protocol=args.protocol, progress=f"baselines: {name}")
         print(json.dumps({"baseline": name, "split": args.split, "protocol": args.protocol, "rows": rows,
                           "fit_s": round(fitted - started, 2), "score_s": round(time.perf_counter() - fitted, 2),
                           **{key: round(value, 5) for key, value in metrics.items()}}), flush=True)

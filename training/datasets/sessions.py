@@ -36,7 +36,6 @@ and 0.80x (6-minute runs, validation, every position); at the defaults 0.81x and
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -46,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from training.events import EventColumns
+from training import cli
 
 COLUMNS = EventColumns(session="session_id", item="item_id", time="timestamp")
 FIRST_ITEM_ID = 1_000_000  # original item ids are not their codes
@@ -355,7 +355,7 @@ def write_splits(splits: dict[str, pd.DataFrame], out: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[Path, SessionConfig]:
     defaults = SessionConfig()
-    parser = argparse.ArgumentParser(prog="python -m training.datasets.sessions", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.datasets.sessions", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for train/valid/test.parquet and mapping.yaml")
     for flag, field in (("--items", "n_items"), ("--train-sessions", "n_train_sessions"), ("--valid-sessions", "n_valid_sessions"),
                         ("--test-sessions", "n_test_sessions"), ("--days", "n_days"), ("--seed", "seed")):
@@ -368,22 +368,22 @@ def parse_args(argv: list[str] | None) -> tuple[Path, SessionConfig]:
     out, settings = args.pop("out"), args.pop("set")
     for field, value in args.items():
         if value < (0 if field == "seed" else 1):
-            raise SystemExit(f"sessions: --{field.removeprefix('n_').replace('_', '-')}: expected a positive integer, got {value}")
+            cli.refuse("sessions", f"--{field.removeprefix('n_').replace('_', '-')}: expected a positive integer, got {value}")
     types = {field.name: field.type for field in fields(SessionConfig)}
     for setting in settings:
         field, equals, text = setting.partition("=")
         if not equals or field not in types or field in args:
-            raise SystemExit(f"sessions: --set {setting}: expected FIELD=VALUE with FIELD one of "
-                             f"{sorted(set(types) - set(args))}, got {field!r}")
+            cli.refuse("sessions", f"--set {setting}: expected FIELD=VALUE with FIELD one of "
+                                         f"{sorted(set(types) - set(args))}, got {field!r}")
         try:
             args[field] = int(text) if types[field] == "int" else float(text)
         except ValueError:
-            raise SystemExit(f"sessions: --set {setting}: expected a{'n integer' if types[field] == 'int' else ' number'}, got {text!r}")
+            cli.refuse("sessions", f"--set {setting}: expected a{'n integer' if types[field] == 'int' else ' number'}, got {text!r}")
     config = replace(defaults, **args)
     try:
         _check(config)
     except ValueError as error:
-        raise SystemExit(f"sessions: {error}")
+        cli.refuse("sessions", error)
     return out, config
 
 

@@ -10,7 +10,6 @@ renames it into place; nothing is installed and nothing is committed. `load_even
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import sys
@@ -25,6 +24,7 @@ import pandas as pd
 
 from training.events import EventColumns, EventsError
 from training.parquet import read_parquet
+from training import cli
 
 REQUIREMENT = "transformers4rec==23.12.0"
 ARCHIVE = "transformers4rec-23.12.0.tar.gz"  # PyPI has no wheel of this release: the source archive
@@ -83,13 +83,13 @@ def load_events(path: Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.datasets.yoochoose_sample", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.datasets.yoochoose_sample", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=DATA_HOME, help=f"data folder (default {DATA_HOME})")
     args = parser.parse_args(argv)
     try:
         path = fetch(args.home.resolve())
     except (EventsError, urllib.error.URLError, OSError, KeyError, tarfile.TarError) as error:
-        raise SystemExit(f"yoochoose_sample: {error}")
+        cli.refuse("yoochoose_sample", error)
     print(f"{path}: {len(load_events(path)):,} events")
 
 
