@@ -265,8 +265,7 @@ class TritonServer:
 
     def _serves_own_ports(self) -> bool:
         """The server that answered is this process: it is alive and its log says it bound the HTTP port."""
-        alive = self.process is None or self.process.poll() is None
-        return alive and f"Started HTTPService at {self.host or '0.0.0.0'}:{self.http_port}" in self.own_log()
+        return self.process.poll() is None and f"Started HTTPService at {self.host or '0.0.0.0'}:{self.http_port}" in self.own_log()
 
     def own_log(self) -> str:
         """This start's part of the log."""

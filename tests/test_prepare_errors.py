@@ -126,3 +126,11 @@ def test_failure_while_writing_leaves_no_folder(tmp_path, monkeypatch):
 def test_session_aware_needs_time_split(tmp_path):
     with pytest.raises(EventsError, match="session-aware view: use --split time"):
         prepare.run(prepare.PrepareArgs(dataset="synthetic", out=tmp_path / "o", view="session-aware", split="loo"))
+
+
+def test_only_movielens_drops_rare_items_by_default():
+    """--min-item-count: 5 is the MovieLens protocol; elsewhere every item is kept unless asked."""
+    assert prepare.PrepareArgs(dataset="ml-1m", out=ROOT).item_count_floor == 5
+    assert prepare.PrepareArgs(dataset="synthetic", out=ROOT).item_count_floor == 1
+    assert prepare.PrepareArgs(dataset="events.csv", out=ROOT).item_count_floor == 1
+    assert prepare.PrepareArgs(dataset="events.csv", out=ROOT, min_item_count=3).item_count_floor == 3
