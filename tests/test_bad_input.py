@@ -15,6 +15,7 @@ CASES = [
     ("training.prepare", ["--dataset", "ml1m", "--out", "OUT"], "'ml1m'"),
     ("training.prepare", ["--dataset", "ml-1m", "--out", "OUT", "--max-length", "zero"], "--max-length"),
     ("training.prepare", ["--dataset", "missing.parquet", "--out", "OUT"], "missing.parquet"),
+    ("training.prepare", ["--dataset", "synthetic", "--out", "OUT", "--long-sequences", "windows"], "--long-sequences"),
     ("training.train", ["--config", CONFIG, "--data", "DATA", "--out", "OUT", "train.epochs=two"], "train.epochs"),
     ("training.train", ["--config", "nope.yaml", "--data", "DATA", "--out", "OUT"], "nope.yaml"),
     ("training.train", ["--config", CONFIG, "--data", "/nonexistent", "--out", "OUT"], "/nonexistent"),

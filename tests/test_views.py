@@ -57,3 +57,25 @@ def test_session_history_is_the_users_earlier_sessions_last_n_items():
     starts = np.array([20, 10, 5, 30, 6])
     history = views.session_history(item_lists, users, starts, max_length=4)
     assert [list(h) for h in history] == [[1, 2, 3], [], [], [2, 3, 5, 6], [7]]
+
+
+def test_long_sequences_are_cut_from_their_end_into_windows_sharing_one_event():
+    events = pd.DataFrame({"k": ["a"] * 10 + ["b"] * 3 + ["c"] * 11, "t": [*range(10), 5, 5, 6, *range(11)]})
+    events["event"] = np.arange(len(events))
+    windows, original = views.split_long_sequences(events.iloc[[*range(13, 24), *range(13)]], "k", "t", max_length=4)
+    rows = [(original[key], group["event"].tolist()) for key, group in windows.groupby("k", sort=False)]
+    assert rows == [("a", [0, 1, 2, 3]), ("a", [3, 4, 5, 6]), ("a", [6, 7, 8, 9]),  # every event after the first a target once
+                    ("b", [10, 11, 12]),  # short enough: whole, ties in time in file order
+                    ("c", [13, 14]), ("c", [14, 15, 16, 17]), ("c", [17, 18, 19, 20]), ("c", [20, 21, 22, 23])]
+    assert windows["k"].dtype == events["k"].dtype and windows["k"].nunique() == 8
+    numbered, _ = views.split_long_sequences(events.assign(k=events["k"].map({"a": 7, "b": 8, "c": 9}).astype("int32")), "k", "t", 4)
+    assert numbered["k"].dtype == np.int32
+
+
+def test_min_item_count_within_the_training_events_keeps_the_others():
+    columns = EventColumns(session="s", item="i", time="t")
+    events = pd.DataFrame({"s": [1, 1, 2, 2, 3, 3], "i": ["x", "y", "x", "z", "y", "y"], "t": range(6)})
+    training = np.array([True, True, True, True, False, False])
+    kept = views.filter_items(events, columns, 2, within=training)
+    assert kept["i"].tolist() == ["x", "x", "y", "y"]  # y is rare in training (1): dropped there, kept held out
+    assert views.filter_items(events, columns, 2)["i"].tolist() == ["x", "y", "x", "y", "y"]  # counted over all: y kept

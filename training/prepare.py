@@ -5,9 +5,15 @@
     python -m training.prepare --dataset TRAIN --valid-events VALID --test-events TEST --mapping FILE --out DIR
 
 With --valid-events and --test-events (your own splits, parquet or csv, one mapping) the
-workflow is fitted on TRAIN only (--min-item-count counts TRAIN, default 1: every training item)
-and transforms the other two with it: their items unknown in training become the OOV code,
-which the metrics count as misses.
+workflow is fitted on TRAIN only and transforms the other two with it: their items unknown in
+training become the OOV code, which the metrics count as misses.
+
+--min-item-count N drops the events of items with fewer than N events (default 5 for MovieLens,
+its protocol, counted before the split; 1 otherwise: every item kept). With a time split or your
+own splits it counts and drops training events only: held-out events keep their items (unknown
+ones are OOV, as at serving time). --long-sequences split cuts training sequences longer than
+--max-length into several (`training.views.split_long_sequences`) instead of keeping their last
+events; held-out rows always keep the last --max-length events, as requests do.
 
 Writes DIR (the contract every later stage reads; see `training.prepared`):
     prepared.json          what was prepared: dataset, view, split, columns and their roles, max length, counts
@@ -45,6 +51,7 @@ DEFAULTS = {
 }
 MOVIELENS_MIN_ITEM_COUNT = 5  # the MovieLens protocol (SASRec, BERT4Rec): rarer items dropped, counted before the split
 MIN_ITEM_COUNT = 1  # any other data: every item kept (rare items are most of a session catalog; the baselines keep them)
+LONG_SEQUENCES = ("last", "split")  # a training sequence longer than --max-length: its last events, or cut into several
 
 
 @dataclass
@@ -57,6 +64,7 @@ class PrepareArgs:
     max_length: int | None = None
     min_item_count: int | None = None  # None: MOVIELENS_MIN_ITEM_COUNT for MovieLens, else MIN_ITEM_COUNT
     min_item_frequency: int = 0
+    long_sequences: str = "last"  # one of LONG_SEQUENCES
     continuous: str = "log-normalize"
     buckets: int = 10
     window_days: float = 1.0
@@ -121,8 +129,12 @@ def raw_events(prepared_dir: Path) -> tuple[pd.DataFrame, EventColumns, str]:
     options = summary["options"]
     args = PrepareArgs(**{**options, "out": Path(options["out"]), "mapping": Path(options["mapping"]) if options["mapping"] else None})
     events, columns = load(args)
-    events = views.filter_items(events, columns, args.item_count_floor)
+    split = summary["split"]
+    if split != "time":
+        events = views.filter_items(events, columns, args.item_count_floor)
     events, key = views.sequence_key(events, columns, summary["view"], int(args.session_gap_minutes * 60))
+    if split == "time":
+        events = split_events(events, key, columns, args, split, summary["view"])[0]
     return events, columns, key
 
 
@@ -135,19 +147,23 @@ def bucket_boundaries(train_events: pd.DataFrame, columns: EventColumns, buckets
 
 
 def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: PrepareArgs, split: str, view: str):
-    """-> (events per split, events per window or None, split -> windows or None)."""
+    """-> (the events kept, events per split, events per window or None, split -> windows or None).
+    A time split drops the training events of items rarer than --min-item-count in training."""
     if split == "loo":
-        return views.leave_one_out(events, key, columns.time), None, None
+        return events, views.leave_one_out(events, key, columns.time), None, None
     if split != "time":
         raise EventsError(f"split: expected one of {list(views.SPLITS)}, got {split!r}")
     events = views.sort_events(events, key, columns.time)
     windows = views.window_index(events, key, columns.time, args.window_days, per_event=view == "sequential")
     plan = views.time_split(windows)
-    per_window = {w: events[windows == w] for w in sorted(set(windows.tolist()))}
+    kept = views.filter_items(events.assign(_window=windows), columns, args.item_count_floor,
+                              within=np.isin(windows, plan["train"]))
+    events, windows = kept.drop(columns="_window").reset_index(drop=True), kept["_window"].to_numpy()
+    per_window = {w: events[windows == w] for w in sorted({w for ws in plan.values() for w in ws})}
     per_split = {name: pd.concat([per_window[w] for w in ws]) for name, ws in plan.items()}
     if view == "sequential":  # a user's window rows carry the earlier events, as requests do
         per_split.update({name: views.with_history(events, key, windows, plan[name][0]) for name in ("valid", "test")})
-    return per_split, per_window, plan
+    return events, per_split, per_window, plan
 
 
 def add_session_history(frames, window_outputs, events, key, columns: EventColumns, max_length: int) -> None:
@@ -175,6 +191,8 @@ def run(args: PrepareArgs) -> dict:
     max_length = args.max_length or args.defaults[2]
     if max_length < 2:
         raise EventsError(f"--max-length: expected >= 2, got {max_length}")
+    if args.long_sequences not in LONG_SEQUENCES:
+        raise EventsError(f"--long-sequences: expected one of {list(LONG_SEQUENCES)}, got {args.long_sequences!r}")
     if view == "session-aware" and split != "time":
         raise EventsError("session-aware view: use --split time (leave-one-out splits sequences, not sessions)")
     if (args.valid_events is None) != (args.test_events is None):
@@ -193,7 +211,8 @@ def run(args: PrepareArgs) -> dict:
     if view == "session-aware" and not columns.user:
         raise EventsError("session-aware view: the mapping names no user column")
     check_continuous(events, columns, log_transform=args.continuous == "log-normalize")
-    events = views.filter_items(events, columns, args.item_count_floor)
+    if split != "time":  # the MovieLens protocol counts before the split; own splits: the training file
+        events = views.filter_items(events, columns, args.item_count_floor)
     if own:
         per_split, key = own_splits(args, events, columns, view)
         events, per_window, plan = per_split["train"], None, None
@@ -202,9 +221,12 @@ def run(args: PrepareArgs) -> dict:
     if key == views.DERIVED_SESSION:
         columns = EventColumns(**{**columns.to_dict(), "session": key})
     if not own:
-        per_split, per_window, plan = split_events(events, key, columns, args, split, view)
+        events, per_split, per_window, plan = split_events(events, key, columns, args, split, view)
     if per_split["train"].empty:
         raise EventsError(f"dataset {args.dataset}: the training split is empty")
+    training_rows, window_keys = per_split["train"], None
+    if args.long_sequences == "split":
+        training_rows, window_keys = views.split_long_sequences(per_split["train"], key, columns.time, max_length)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -222,9 +244,12 @@ def run(args: PrepareArgs) -> dict:
         with distributed.cluster(args.dask_scheduler) as partitions:  # 1: no cluster, this process
             fit_workflow(workflow, distributed.by_sequence(per_split["train"], key, partitions))
             note("prepare", f"transforming {', '.join(per_split)}{' and the windows' if per_window else ''}")
-            outputs = {name: distributed.transform(workflow, frame, key, partitions) for name, frame in per_split.items()}
+            outputs = {name: distributed.transform(workflow, training_rows if name == "train" else frame, key, partitions)
+                       for name, frame in per_split.items()}
             window_outputs = {w: distributed.transform(workflow, frame, key, partitions)
                               for w, frame in (per_window or {}).items()}
+        if window_keys is not None:  # the training rows keyed by their sequence again
+            outputs["train"][key] = window_keys.reindex(outputs["train"][key].to_numpy()).to_numpy()
         save_workflow(workflow, staging / prepared.WORKFLOW_DIR)
         shutil.rmtree(staging / "fit")
         schema = workflow.output_schema
@@ -263,7 +288,10 @@ def parse_args(argv: list[str] | None) -> PrepareArgs:
     parser.add_argument("--split", choices=views.SPLITS, help="default: loo for MovieLens, time otherwise")
     parser.add_argument("--max-length", type=int, help="events kept per sequence, the last ones (default 200 MovieLens, 50 otherwise)")
     parser.add_argument("--min-item-count", type=int, help=f"drop items with fewer interactions (1: keep all; default "
-                        f"{MOVIELENS_MIN_ITEM_COUNT} for MovieLens (its protocol), {MIN_ITEM_COUNT} otherwise)")
+                        f"{MOVIELENS_MIN_ITEM_COUNT} for MovieLens (its protocol, counted before the split), "
+                        f"{MIN_ITEM_COUNT} otherwise; time and own splits count and drop training events only)")
+    parser.add_argument("--long-sequences", choices=LONG_SEQUENCES, default="last", help="a training sequence longer than "
+                        "--max-length: keep its last events (last), or cut it into several from its end (split)")
     parser.add_argument("--min-item-frequency", type=int, default=0, help="items rarer than this in training map to the OOV code")
     parser.add_argument("--continuous", choices=CONTINUOUS, default="log-normalize", help="transform of continuous features")
     parser.add_argument("--buckets", type=int, default=10, help="quantile buckets for --continuous bucketize")

@@ -29,12 +29,57 @@ SPLITS = ("loo", "time")
 DERIVED_SESSION = "session_id"  # name of the session column cut by inactivity gap
 
 
-def filter_items(events: pd.DataFrame, columns: EventColumns, min_count: int) -> pd.DataFrame:
-    """Keep events of items with at least `min_count` interactions (one pass, as in SASRec/BERT4Rec)."""
+def filter_items(events: pd.DataFrame, columns: EventColumns, min_count: int, within: np.ndarray | None = None) -> pd.DataFrame:
+    """Drop the events of items with fewer than `min_count` interactions, counted and dropped
+    among the events where `within` is True (None: every event, counted before the split as in
+    SASRec/BERT4Rec); the other events are kept whatever their item."""
     if min_count <= 1:
         return events
-    counts = events[columns.item].map(events[columns.item].value_counts())
-    return events[counts.to_numpy() >= min_count]
+    within = np.ones(len(events), dtype=bool) if within is None else np.asarray(within, dtype=bool)
+    items = events[columns.item]
+    counts = items[within].value_counts()
+    frequent = items.map(counts).fillna(0).to_numpy() >= min_count
+    return events[frequent | ~within]
+
+
+def split_long_sequences(events: pd.DataFrame, key: str, time: str, max_length: int) -> tuple[pd.DataFrame, pd.Series]:
+    """`--long-sequences split`: every sequence longer than `max_length` cut into windows of at
+    most `max_length` events, from its end; each window starts on the previous window's last
+    event, so every event after a sequence's first is a training target exactly once (one event
+    per cut is repeated, as an input). Windows keep the events' order (ties in time included).
+    -> (events keyed by window: `key` holds a window id of the key's own dtype, and the
+    original key of each window id)."""
+    if max_length < 2:
+        raise EventsError(f"--long-sequences split: expected --max-length >= 2, got {max_length}")
+    events = sort_events(events, key, time)
+    keys = events[key].to_numpy()
+    n = len(keys)
+    if n == 0:
+        return events, pd.Series([], dtype=events[key].dtype)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    lengths = np.diff(np.r_[starts, n])
+    length = np.repeat(lengths, lengths)
+    from_end = np.repeat(starts + lengths, lengths) - np.arange(n) - 1  # 0: the last event
+    stride = max_length - 1
+    windows = np.maximum(-(-(length - 1) // stride), 1)  # per sequence, a single event included
+    window = np.minimum(from_end // stride, windows - 1)
+    repeated = np.flatnonzero((from_end > 0) & (from_end % stride == 0) & (from_end // stride <= windows - 1))
+    rows = np.r_[np.arange(n), repeated]
+    row_window = np.r_[window, from_end[repeated] // stride - 1]
+    sequence = np.repeat(np.arange(len(starts)), lengths)[rows]
+    order = np.lexsort((rows, -row_window, sequence))  # a sequence's windows oldest first, events in order
+    rows, row_window, sequence = rows[order], row_window[order], sequence[order]
+    window_id = np.cumsum(np.r_[True, (sequence[1:] != sequence[:-1]) | (row_window[1:] != row_window[:-1])]) - 1
+    count = int(window_id[-1]) + 1
+    dtype = events[key].dtype
+    values = np.arange(count)
+    surrogate = pd.Series(values if pd.api.types.is_integer_dtype(dtype) else values.astype(str)).astype(dtype)
+    if surrogate.nunique() != count:
+        raise EventsError(f"--long-sequences split: column {key!r} ({dtype}) cannot hold {count:,} window ids")
+    first_rows = np.r_[0, np.flatnonzero(np.diff(window_id)) + 1]
+    out = events.iloc[rows].reset_index(drop=True)
+    out[key] = surrogate.to_numpy()[window_id]
+    return out, pd.Series(keys[starts[sequence[first_rows]]], index=surrogate.to_numpy())
 
 
 def sort_events(events: pd.DataFrame, key: str, time: str) -> pd.DataFrame:
