@@ -5,6 +5,10 @@ prepared splits (fitted on train, scored on test), both protocols, one table.
         [--budget-minutes 30] [--baselines most_popular,sequential_rules,session_knn,vstan] [--protocols all,last]
         [key=value ...]
 
+A config may carry its own overrides: `--configs gpt2_session,gpt2_session+model.history=prefix`
+compares the session-only model with the one reading the user's earlier sessions (data prepared
+with --view session-aware).
+
 `all`: every next event of every test session from its prefix (session-rec's and the
 Transformers4Rec paper's protocol); `last`: each session's final event. HR, NDCG and MRR at 10 and
 20 over the full training catalog (`--protocols last` for leave-one-out data such as ML-1M, whose
@@ -72,20 +76,22 @@ def run_model(config: str, data: Path, out: Path, budget: float, overrides: list
     from training.data import SequenceData
     from training.evaluate import evaluate
 
-    config_file = Path(config) if config.endswith(".yaml") else CONFIGS / f"{config}.yaml"
-    run = out / config_file.stem
+    name, *own = config.split("+")  # a variant: CONFIG+section.key=value+...
+    config_file = Path(name) if name.endswith(".yaml") else CONFIGS / f"{name}.yaml"
+    label = "+".join([config_file.stem, *own])
+    run = out / label.replace("=", "-")
     command = [sys.executable, "-m", "training.train", "--config", str(config_file), "--data", str(data), "--out", str(run),
-               f"train.time_budget_minutes={budget}", *overrides]
+               f"train.time_budget_minutes={budget}", *overrides, *own]
     wall, cpu = time.perf_counter(), cpu_seconds()
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if completed.returncode != 0:
-        raise SystemExit(f"sessions: training {config_file.stem} failed: {completed.stderr[-2000:]}")
+        raise SystemExit(f"sessions: training {label} failed: {completed.stderr[-2000:]}")
     train_wall, train_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     result = json.loads((run / "metrics.json").read_text())
     model, _ = run_dir.load_model(run)
     test = SequenceData(data, "test", model.spec)
     metrics = score_protocols(lambda protocol: evaluate(model, test, KS, exclude_seen, 512, protocol), protocols)
-    return {"name": config_file.stem, "kind": "model", "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
+    return {"name": label, "kind": "model", "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
             "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
             "epochs": result.get("epochs"), "best_epoch": result.get("best_epoch"), "overrides": overrides, **metrics}
 
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sessions", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared folder with train, valid and test splits")
     parser.add_argument("--label", required=True, help="names the result file and the runs' folder")
-    parser.add_argument("--configs", default="gpt2_session", help="comma-separated config names or YAML paths ('' for none)")
+    parser.add_argument("--configs", default="gpt2_session", help="comma-separated config names or YAML paths ('' for none), "
+                        "each with its own overrides after '+' (gpt2_session+model.history=prefix)")
     parser.add_argument("--baselines", default="most_popular,sequential_rules,session_knn,vstan", help="comma-separated baseline names")
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="training time budget of each config")
     parser.add_argument("--exclude-seen", action="store_true", help="drop the session's own items from the ranking")

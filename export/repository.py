@@ -132,6 +132,9 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     _check(options)
     run, repo = Path(run).resolve(), Path(repo).resolve()
     model, config = run_dir.load_model(run)
+    if model.history is not None:
+        raise ExportError(f"run {run}: model.history={config.model.history!r}: the served transform does not compile a "
+                          "user's earlier sessions yet; export a session-only model (model.history=none)")
     spec = model.spec
     summary = prepared.load_summary(run / run_dir.DATA)
     codes = summary["special_codes"]

@@ -41,4 +41,5 @@ def compile_workflow(data_dir: Path, model_inputs: list[str], kept_events: int, 
         "oov_code": workflow["oov_code"],
         "inputs": [raw for raw in workflow["inputs"] if raw["name"] in sources],
         "outputs": chosen,
+        "time_features": workflow.get("time_features"),
     }

@@ -51,12 +51,18 @@ def test_time_windows_and_split():
         views.time_split(np.array([0, 0, 5]))
 
 
-def test_session_history_is_the_users_earlier_sessions_last_n_items():
-    item_lists = pd.Series([[5, 6], [1, 2, 3], [7], [4], [8, 9]])
-    users = np.array(["a", "a", "b", "a", "b"])
-    starts = np.array([20, 10, 5, 30, 6])
-    history = views.session_history(item_lists, users, starts, max_length=4)
-    assert [list(h) for h in history] == [[1, 2, 3], [], [], [2, 3, 5, 6], [7]]
+def test_session_history_is_the_users_events_before_the_session_last_n_items():
+    events = pd.DataFrame({"user": ["a", "a", "a", "b", "a", "a", "b", "b", "a"], "session": [2, 2, 1, 3, 1, 1, 5, 5, 4],
+                           "item": [5, 6, 1, 7, 2, 3, 8, 9, 4], "ts": [20, 21, 10, 5, 11, 12, 6, 7, 30]})
+    history = views.session_history(events, "user", "session", "ts", "item", n=4)
+    assert {key: list(items) for key, items in history.items()} == {
+        2: [1, 2, 3], 1: [], 3: [], 5: [7], 4: [2, 3, 5, 6]}  # the last 4 before each session's first event
+
+
+def test_session_history_never_holds_the_session_or_later_events():
+    events = pd.DataFrame({"user": [1, 1, 1, 1], "session": [1, 2, 1, 2], "item": [10, 20, 11, 21], "ts": [0, 5, 6, 9]})
+    history = views.session_history(events, "user", "session", "ts", "item", n=10)  # session 1 overlaps session 2
+    assert list(history[1]) == [] and list(history[2]) == [10]  # only events before its first one
 
 
 def test_long_sequences_are_cut_from_their_end_into_windows_sharing_one_event():
@@ -79,3 +85,12 @@ def test_min_item_count_within_the_training_events_keeps_the_others():
     kept = views.filter_items(events, columns, 2, within=training)
     assert kept["i"].tolist() == ["x", "x", "y", "y"]  # y is rare in training (1): dropped there, kept held out
     assert views.filter_items(events, columns, 2)["i"].tolist() == ["x", "y", "x", "y", "y"]  # counted over all: y kept
+
+
+def test_leave_one_session_out_tests_each_users_last_session():
+    events = pd.DataFrame({"user": [1] * 6 + [2] * 4 + [3] * 2, "session": [10, 10, 11, 12, 12, 13, 20, 21, 22, 22, 30, 31],
+                           "item": range(12), "ts": [1, 2, 5, 9, 10, 20, 3, 4, 8, 7, 1, 2]})
+    splits = views.leave_one_session_out(events, "user", "session", "ts")
+    sessions = {name: sorted(set(frame["session"])) for name, frame in splits.items()}
+    assert sessions == {"train": [10, 11, 20, 30, 31], "valid": [12, 21], "test": [13, 22]}  # user 3: 2 sessions, trains
+    assert splits["test"]["item"].tolist() == [5, 9, 8]  # in time order within the session

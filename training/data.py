@@ -29,6 +29,11 @@ class SequenceData:
             flat = np.concatenate(frame[name].to_numpy()) if len(frame) else np.zeros(0)
             self.values[name] = flat.astype(np.float32 if name in spec.continuous else np.int64)
         self.context = {name: frame[name].to_numpy() for name in spec.context_columns}
+        self.history = None  # session-aware: (codes, each row's first code, each row's count)
+        if spec.history:
+            counts = frame[spec.history].map(len).to_numpy().astype(np.int64)
+            codes = np.concatenate(frame[spec.history].to_numpy()).astype(np.int64) if counts.sum() else np.zeros(0, np.int64)
+            self.history = (codes, np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64), counts)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -43,6 +48,7 @@ class SequenceData:
         view.lengths = (np.arange(len(rows)) - firsts[rows] + 2).astype(np.int64)
         view.starts, view.rows = self.starts[rows], self.rows[rows]
         view.context = {name: values[rows] for name, values in self.context.items()}
+        view.history = None if self.history is None else (self.history[0], self.history[1][rows], self.history[2][rows])
         return view
 
     def item_counts(self) -> torch.Tensor:
@@ -62,6 +68,13 @@ class SequenceData:
         for name, values in self.context.items():
             dtype = np.float32 if name in self.spec.context_continuous else np.int64
             out[name] = torch.from_numpy(values[rows].astype(dtype))
+        if self.history is not None:
+            codes, starts, counts = self.history
+            counts = counts[rows]
+            positions = np.arange(max(int(counts.max()) if len(rows) else 0, 1))
+            valid = positions[None, :] < counts[:, None]
+            out[self.spec.history] = torch.from_numpy(np.where(valid, codes[np.where(valid, starts[rows][:, None] + positions, 0)], 0)
+                                                      if len(codes) else np.zeros(valid.shape, np.int64))
         if drop_last_event:
             out["targets"] = torch.from_numpy(self.values[self.spec.item][self.starts[rows] + lengths])
         return out

@@ -33,6 +33,7 @@ class FeatureSpec:
     context_categorical: dict[str, int] = field(default_factory=dict)  # scalar column -> cardinality
     context_continuous: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()  # columns present but not used, with the reason warned
+    history: str | None = None  # session-aware view: the item codes of the user's earlier sessions (training.history)
 
     @property
     def list_columns(self) -> tuple[str, ...]:
@@ -79,7 +80,7 @@ def column_roles(schema: Schema, item: str, sequence_key: str) -> dict[str, dict
         elif Tags.TIME in tags:
             roles[name] = {"role": "ignored", "reason": "sequence start time"}
         elif name == prepared.HISTORY_COLUMN:
-            roles[name] = {"role": "ignored", "reason": "session history is not modelled yet"}
+            roles[name] = {"role": "history"}
         elif Tags.CATEGORICAL in tags:
             roles[name] = {"role": "categorical" if column.is_list else "context_categorical", "cardinality": _cardinality(column)}
         elif Tags.CONTINUOUS in tags:
@@ -98,11 +99,14 @@ def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSp
     unknown = sorted(set(exclude) - set(roles))
     if unknown:
         raise FeatureError(f"exclude_features: unknown column(s) {unknown}; the data has {list(roles)}")
-    used = {"categorical": {}, "continuous": [], "context_categorical": {}, "context_continuous": []}
+    used = {"categorical": {}, "continuous": [], "context_categorical": {}, "context_continuous": [], "history": None}
     ignored = {}
     for name, column in roles.items():
         role = column["role"]
         if role == "item":
+            continue
+        if name == prepared.HISTORY_COLUMN:  # older folders recorded it as ignored
+            used["history"] = None if name in exclude else name
             continue
         if name in exclude:
             ignored[name] = "excluded by the config"
@@ -126,4 +130,5 @@ def feature_spec(prepared_dir: Path, exclude: tuple[str, ...] = ()) -> FeatureSp
         context_categorical=used["context_categorical"],
         context_continuous=tuple(used["context_continuous"]),
         ignored=tuple(ignored),
+        history=used["history"],
     )

@@ -18,6 +18,7 @@ from torch import nn
 from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody, positions_like
 from training.codes import SPECIAL_CODES
 from training.features import FeatureSpec
+from training.history import HISTORY_ENCODINGS, HistoryEncoder
 
 FIRST_ITEM_CODE = SPECIAL_CODES["first_value"]  # codes below (pad, null, OOV) are never recommended
 # logits per unit of a repeat weight: a weight moves about a learning rate per step, and the best
@@ -51,6 +52,8 @@ class ModelConfig:
     exclude_features: tuple[str, ...] = field(default_factory=tuple)  # prepared columns not to use
     pretrained_item_embeddings: str | None = None  # .npy [catalog, dim] by item code, or .parquet (item id, embedding)
     freeze_pretrained: bool = True  # keep the pretrained vectors fixed (their projection still trains)
+    history: str = "none"  # the user's earlier sessions (session-aware view): none | prefix | pooled (training.history)
+    history_length: int = 50  # history items read, the last ones
 
 
 class ModelConfigError(ValueError):
@@ -81,6 +84,18 @@ def check_config(config: ModelConfig) -> None:
         raise ModelConfigError(f"d_model {config.d_model} must be a multiple of n_heads {config.n_heads}")
     if config.max_positions is not None and config.max_length > config.max_positions:
         raise ModelConfigError(f"max_length {config.max_length} is above the body's max_positions {config.max_positions}")
+    if config.history not in HISTORY_ENCODINGS:
+        raise ModelConfigError(f"history: expected one of {list(HISTORY_ENCODINGS)}, got {config.history!r}")
+    if config.history != "none" and config.task not in ("clm", "mlm"):
+        raise ModelConfigError(f"history {config.history!r}: needs task 'clm' or 'mlm', got task {config.task!r}")
+    if config.history_length < 1:
+        raise ModelConfigError(f"history_length: expected 1 or more items, got {config.history_length}")
+
+
+def body_positions(config: ModelConfig) -> int:
+    """The body's position table: the session's events, and with a prefix history its items and marker."""
+    session = config.max_positions or config.max_length
+    return session + (config.history_length + 1 if config.history == "prefix" else 0)
 
 
 class SoftOneHot(nn.Module):
@@ -203,12 +218,18 @@ class NextItemModel(nn.Module):
             d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, dropout=config.dropout,
             attention_dropout=config.dropout if config.attention_dropout is None else config.attention_dropout,
             attention=config.attention, positions=config.positions,
-            max_positions=config.max_positions or config.max_length, causal=config.task == "clm",
+            max_positions=body_positions(config), causal=config.task == "clm",
         )
         try:
             self.body = SequenceBody(config.architecture, body_config)
         except BodyError as error:
             raise ModelConfigError(str(error)) from None
+        self.history = None
+        if config.history != "none":
+            if spec.history is None:
+                raise ModelConfigError(f"history {config.history!r}: the data has no session history; prepare it with "
+                                       "--view session-aware (or set model.history=none)")
+            self.history = HistoryEncoder(config.history, config.history_length, config.d_model)
         if config.task == "rtd":  # a small MLM generator proposes replacements; a head detects them
             generator_config = BodyConfig(**{**body_config.__dict__, "n_layers": config.rtd_generator_layers})
             self.generator_body = SequenceBody(config.architecture, generator_config)
@@ -231,9 +252,11 @@ class NextItemModel(nn.Module):
         return weight[: self.spec.item_cardinality]
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states [B, L, D] of a right-padded batch and its mask."""
+        """Hidden states [B, L, D] of a right-padded batch and its mask (with history: the session's)."""
         mask = batch[self.spec.item] != 0
-        return self.body(self.inputs(batch), mask), mask
+        if self.history is None:
+            return self.body(self.inputs(batch), mask), mask
+        return self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history]), mask
 
     def tempered(self, hidden: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`hidden` and `bias` divided by the temperature, so their product and sum are the logits divided

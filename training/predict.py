@@ -72,6 +72,9 @@ def predict(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool | None =
     """-> columns [sequence key, (position: events seen, with all_positions), rank (1 = best), item id, score];
     exclude_seen None: as the run evaluated."""
     model, config = run_dir.load_model(run)
+    if model.history is not None:
+        raise ValueError(f"run {run}: model.history={config.model.history!r}: prediction from raw events does not compile a "
+                         "user's earlier sessions yet; score the prepared splits with training.evaluate")
     exclude_seen = config.train.exclude_seen if exclude_seen is None else exclude_seen
     data = Path(run) / run_dir.DATA
     key = request_transform.load(data)["sequence_key"]

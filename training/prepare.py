@@ -36,10 +36,12 @@ import numpy as np
 import pandas as pd
 
 from training import cli, distributed, prepared, request_transform, views
+from training.codes import SPECIAL_CODES
 from training.events import EventColumns, EventsError, check_continuous, read_event_file, validate_events
 from training.features import column_roles
 from training.progress import note
 from training.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
+from model_repository.transform.compiled import TIME_FEATURES, time_features
 
 BUILTIN = ("ml-1m", "ml-100k", "synthetic")
 # (view, split, max_length) when not given: the published protocol per dataset
@@ -65,6 +67,8 @@ class PrepareArgs:
     min_item_count: int | None = None  # None: MOVIELENS_MIN_ITEM_COUNT for MovieLens, else MIN_ITEM_COUNT
     min_item_frequency: int = 0
     long_sequences: str = "last"  # one of LONG_SEQUENCES
+    time_features: tuple[str, ...] = ()  # of TIME_FEATURES: columns derived from event times, here and when served
+    timezone: str = "UTC"  # where hour and weekday are read
     continuous: str = "log-normalize"
     buckets: int = 10
     window_days: float = 1.0
@@ -138,6 +142,34 @@ def raw_events(prepared_dir: Path) -> tuple[pd.DataFrame, EventColumns, str]:
     return events, columns, key
 
 
+def add_time_features(events: pd.DataFrame, key: str, time: str, features, timezone: str, max_length: int) -> pd.DataFrame:
+    """The events (sorted by sequence, then time) with their time features' columns, computed over
+    each sequence's last `max_length` events (the events a request keeps; the first of them starts
+    the sequence for gap and elapsed), as the served transform computes them."""
+    events = views.sort_events(events, key, time)
+    keys = events[key].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
+    lengths = np.diff(np.r_[starts, len(keys)])
+    first = np.zeros(len(keys), dtype=bool)
+    first[starts + np.maximum(lengths - max_length, 0)] = True
+    return events.assign(**time_features(features, events[time].to_numpy(), first, timezone))
+
+
+def check_time_features(args: PrepareArgs, columns: EventColumns) -> tuple[str, ...]:
+    features = tuple(args.time_features)
+    unknown = [name for name in features if name not in TIME_FEATURES]
+    if unknown:
+        raise EventsError(f"--time-features: expected some of {list(TIME_FEATURES)}, got {unknown[0]!r}")
+    try:
+        pd.Timestamp(0, unit="s", tz="UTC").tz_convert(args.timezone)
+    except Exception:  # pytz and zoneinfo raise different types
+        raise EventsError(f"--timezone: expected a time zone name such as UTC or Europe/Berlin, got {args.timezone!r}") from None
+    taken = sorted({c for f in features for c in TIME_FEATURES[f]} & set(columns.roles()))
+    if taken:
+        raise EventsError(f"--time-features: column {taken[0]!r} is already an events column; rename it")
+    return features
+
+
 def bucket_boundaries(train_events: pd.DataFrame, columns: EventColumns, buckets: int) -> dict[str, list[float]]:
     quantiles = np.linspace(0, 1, buckets + 1)[1:-1]
     return {
@@ -149,6 +181,8 @@ def bucket_boundaries(train_events: pd.DataFrame, columns: EventColumns, buckets
 def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: PrepareArgs, split: str, view: str):
     """-> (the events kept, events per split, events per window or None, split -> windows or None).
     A time split drops the training events of items rarer than --min-item-count in training."""
+    if split == "loo" and view == "session-aware":  # per user: the last session tests, the one before validates
+        return events, views.leave_one_session_out(events, columns.user, key, columns.time), None, None
     if split == "loo":
         return events, views.leave_one_out(events, key, columns.time), None, None
     if split != "time":
@@ -166,18 +200,18 @@ def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: Pr
     return events, per_split, per_window, plan
 
 
-def add_session_history(frames, window_outputs, events, key, columns: EventColumns, max_length: int) -> None:
-    """Session-aware view: give every session row the items of its user's earlier sessions,
-    looking across all windows (a test session's history includes training sessions)."""
-    users = events.groupby(key, sort=False)[columns.user].first()
-    everything = pd.concat(list(window_outputs.values()), ignore_index=True)
-    history = views.session_history(
-        everything[prepared.item_list_column(columns)],
-        users.reindex(everything[key]).to_numpy(),
-        everything[f"{columns.time}_first"].to_numpy(),
-        max_length,
-    )
-    by_key = pd.Series(list(history), index=everything[key].to_numpy())
+def add_session_history(frames, events, key, columns: EventColumns, max_length: int, categories: Path) -> None:
+    """Session-aware view: give every session row the item codes of its user's events before it
+    (`views.session_history`, the last max_length; a test session's history includes training
+    sessions), encoded by the served transform's own lookup of the fitted categories."""
+    from model_repository.transform.compiled import _Categories
+
+    history = views.session_history(events, columns.user, key, columns.time, columns.item, max_length)
+    lookup = _Categories(categories / f"unique.{columns.item}.parquet", SPECIAL_CODES["oov"])
+    flat = np.concatenate([*history.to_numpy(), np.zeros(0, dtype=events[columns.item].dtype)])
+    codes = lookup.encode(np.array([str(v).encode() for v in flat], dtype=object) if lookup.text else flat)
+    lengths = history.map(len).to_numpy()
+    by_key = pd.Series(np.split(codes.astype(np.int64), np.cumsum(lengths)[:-1]) if len(lengths) else [], index=history.index)
     for frame in frames:
         frame[prepared.HISTORY_COLUMN] = by_key.reindex(frame[key].to_numpy()).to_numpy()
 
@@ -193,8 +227,6 @@ def run(args: PrepareArgs) -> dict:
         raise EventsError(f"--max-length: expected >= 2, got {max_length}")
     if args.long_sequences not in LONG_SEQUENCES:
         raise EventsError(f"--long-sequences: expected one of {list(LONG_SEQUENCES)}, got {args.long_sequences!r}")
-    if view == "session-aware" and split != "time":
-        raise EventsError("session-aware view: use --split time (leave-one-out splits sequences, not sessions)")
     if (args.valid_events is None) != (args.test_events is None):
         raise EventsError("own splits: give both --valid-events and --test-events (the training file is --dataset)")
     own = args.test_events is not None
@@ -224,9 +256,17 @@ def run(args: PrepareArgs) -> dict:
         events, per_split, per_window, plan = split_events(events, key, columns, args, split, view)
     if per_split["train"].empty:
         raise EventsError(f"dataset {args.dataset}: the training split is empty")
+    derived = check_time_features(args, columns)
     training_rows, window_keys = per_split["train"], None
     if args.long_sequences == "split":
         training_rows, window_keys = views.split_long_sequences(per_split["train"], key, columns.time, max_length)
+    if derived:  # per row as a request holds it: a sequence's last max_length events (a split row: its own)
+        def timed(frame):
+            return add_time_features(frame, key, columns.time, derived, args.timezone, max_length)
+
+        per_split = {name: timed(frame) for name, frame in per_split.items()}
+        training_rows = per_split["train"] if window_keys is None else timed(training_rows)
+        per_window = {w: timed(frame) for w, frame in per_window.items()} if per_window else per_window
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -237,6 +277,7 @@ def run(args: PrepareArgs) -> dict:
             min_item_frequency=args.min_item_frequency,
             continuous=args.continuous,
             buckets=args.buckets,
+            time_columns=tuple(c for f in derived for c in TIME_FEATURES[f]),
         )
         boundaries = bucket_boundaries(per_split["train"], columns, args.buckets) if args.continuous == "bucketize" else None
         workflow = build_workflow(columns, options, staging / "fit", boundaries)
@@ -255,11 +296,13 @@ def run(args: PrepareArgs) -> dict:
         schema = workflow.output_schema
         if view == "session-aware":
             schema = prepared.with_history_column(schema, columns)
-            add_session_history([*outputs.values(), *window_outputs.values()], window_outputs, events, key, columns, max_length)
+            add_session_history([*outputs.values(), *window_outputs.values()], events, key, columns, max_length,
+                                staging / prepared.WORKFLOW_DIR / "categories")
         features = column_roles(schema, prepared.item_list_column(columns), key)
         continuous = {name for name, column in features.items() if column["role"] in ("continuous", "context_continuous")}
         request_transform.write(request_transform.compile_workflow(
-            workflow, staging / prepared.WORKFLOW_DIR / "categories", continuous), staging)
+            workflow, staging / prepared.WORKFLOW_DIR / "categories", continuous,
+            {"features": list(derived), "timezone": args.timezone}), staging)
         for name, frame in outputs.items():
             prepared.write_split(frame, schema, staging / name)
         for window, frame in window_outputs.items():
@@ -292,6 +335,10 @@ def parse_args(argv: list[str] | None) -> PrepareArgs:
                         f"{MIN_ITEM_COUNT} otherwise; time and own splits count and drop training events only)")
     parser.add_argument("--long-sequences", choices=LONG_SEQUENCES, default="last", help="a training sequence longer than "
                         "--max-length: keep its last events (last), or cut it into several from its end (split)")
+    parser.add_argument("--time-features", type=lambda text: tuple(t for t in text.split(",") if t), default=(),
+                        metavar="LIST", help=f"comma-separated, of {', '.join(TIME_FEATURES)}: per-event columns derived from "
+                        "the event times (fitted on training, computed alike by the served transform)")
+    parser.add_argument("--timezone", default="UTC", help="time zone of the hour and weekday features (e.g. Europe/Berlin)")
     parser.add_argument("--min-item-frequency", type=int, default=0, help="items rarer than this in training map to the OOV code")
     parser.add_argument("--continuous", choices=CONTINUOUS, default="log-normalize", help="transform of continuous features")
     parser.add_argument("--buckets", type=int, default=10, help="quantile buckets for --continuous bucketize")

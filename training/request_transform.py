@@ -64,9 +64,12 @@ def _steps(op, column: str, categories_dir: Path) -> list[dict]:
     raise TransformError(f"column {column!r}: workflow op {type(op).__name__} has no compiled serving form")
 
 
-def compile_workflow(workflow, categories_dir: Path, continuous: set[str]) -> dict:
+def compile_workflow(workflow, categories_dir: Path, continuous: set[str], time_features: dict | None = None) -> dict:
     """The fitted `workflow` as a `RequestTransform` spec over every output it serves (all its
-    events kept); `categories_dir`: the saved workflow's categories; `continuous`: the float outputs."""
+    events kept); `categories_dir`: the saved workflow's categories; `continuous`: the float outputs;
+    `time_features`: {"features", "timezone"} of prepare's derived time columns (not request inputs)."""
+    from model_repository.transform.compiled import TIME_FEATURES
+
     from merlin.dag import postorder_iter_nodes
 
     chains: dict[str, list[dict]] = {}
@@ -89,7 +92,9 @@ def compile_workflow(workflow, categories_dir: Path, continuous: set[str]) -> di
     (time_column,) = grouping.sort_cols
     dtypes = {column.name: column.dtype.to_numpy for column in workflow.input_schema}
     float_sources = {o["source"] for o in outputs if o["dtype"] == "float32"}
-    raw = sorted({output["source"] for output in outputs} | {time_column})
+    time_features = time_features or {"features": [], "timezone": "UTC"}
+    derived = {column for feature in time_features["features"] for column in TIME_FEATURES[feature]}
+    raw = sorted(({output["source"] for output in outputs} | {time_column}) - derived)
     return {
         "sequence_key": grouping.groupby_cols[0],
         "time_column": time_column,
@@ -100,6 +105,7 @@ def compile_workflow(workflow, categories_dir: Path, continuous: set[str]) -> di
         "inputs": [{"name": column, "dtype": _raw_dtype(np.dtype(dtypes[column]), column, column in float_sources)}
                    for column in raw],
         "outputs": outputs,
+        "time_features": time_features,
     }
 
 

@@ -10,7 +10,8 @@ Views (what one row of prepared data is):
 Splits (which rows train, validate and test):
 - loo: per sequence leave-one-out, the MovieLens protocol: the test sequence is the whole
   sequence (its last item is the target), validation drops the last item, training drops
-  the last two. Training events are what the workflow is fit on.
+  the last two. Training events are what the workflow is fit on. In the session-aware view,
+  per user: the last session tests, the one before validates (`leave_one_session_out`).
 - time: fixed windows of `window_days` (day-based, for incremental training): the last
   window tests, the one before validates, the earlier ones train. In the sequential view a
   validation or test row also holds the user's earlier events (`with_history`), as the
@@ -133,6 +134,24 @@ def leave_one_out(events: pd.DataFrame, key: str, time: str) -> dict[str, pd.Dat
     }
 
 
+def leave_one_session_out(events: pd.DataFrame, user: str, key: str, time: str) -> dict[str, pd.DataFrame]:
+    """The session-aware protocol: per user, the last session (by start time) tests, the one before
+    validates, the earlier ones train; users with fewer than 3 sessions only train."""
+    starts = events.groupby(key, sort=False)[time].min()
+    users = events.groupby(key, sort=False)[user].first()
+    sessions = pd.DataFrame({"user": users, "start": starts}).reset_index(names="key")
+    sessions = sessions.iloc[np.lexsort((sessions["key"].to_numpy(), sessions["start"].to_numpy(), sessions["user"].to_numpy()))]
+    from_end = sessions.groupby("user", sort=False).cumcount(ascending=False).to_numpy()  # 0: the user's last session
+    count = sessions.groupby("user", sort=False)["key"].transform("size").to_numpy()
+    role = np.where(count < 3, "train", np.select([from_end == 0, from_end == 1], ["test", "valid"], "train"))
+    if not (role == "test").any():
+        raise EventsError("leave-one-session-out split: no user has 3 or more sessions")
+    role_of = pd.Series(role, index=sessions["key"].to_numpy())
+    roles = role_of.reindex(events[key].to_numpy()).to_numpy()
+    events = events.assign(_role=roles)
+    return {name: sort_events(events[roles == name].drop(columns="_role"), key, time) for name in ("train", "valid", "test")}
+
+
 def held_out(events: pd.DataFrame, key: str, time: str, n: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leave-one-out's test rows as requests: `n` random sequences (None: all) in time order
     without their last event, and those last events (indexed by `key`)."""
@@ -168,22 +187,23 @@ def with_history(events: pd.DataFrame, key: str, windows: np.ndarray, window: in
     return events[(windows <= window) & events[key].isin(held_out).to_numpy()]
 
 
-def session_history(item_lists: pd.Series, users: np.ndarray, start_times: np.ndarray, max_length: int) -> pd.Series:
-    """For each session row: the items of the same user's earlier sessions (ordered by start
-    time, ties by row order), the last `max_length` of them; empty for a user's first session."""
-    order = np.lexsort((start_times, users))
-    lists = item_lists.to_numpy()[order]
-    lengths = np.fromiter((len(items) for items in lists), dtype=np.int64, count=len(lists))
-    flat = np.concatenate(lists) if len(lists) else np.zeros(0, dtype=np.int64)
-    row_start = np.r_[0, np.cumsum(lengths)[:-1]]
-    sorted_users = users[order]
-    first_of_user = np.r_[True, sorted_users[1:] != sorted_users[:-1]] if len(order) else np.zeros(0, bool)
-    user_start = row_start[np.flatnonzero(first_of_user)][np.cumsum(first_of_user) - 1]
-    history_start = np.maximum(user_start, row_start - max_length)
-    kept = row_start - history_start
-    offsets = np.r_[0, np.cumsum(kept)]
-    taken = np.arange(offsets[-1]) + np.repeat(history_start - offsets[:-1], kept)
-    history = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat[taken]))
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    return history.take(pa.array(inverse)).to_pandas()
+def session_history(events: pd.DataFrame, user: str, key: str, time: str, item: str, n: int) -> pd.Series:
+    """For each sequence (index: `key`): the items of its user's events before its first event
+    (strictly earlier in time: earlier sessions, never its own), the last `n`, in time order (ties
+    in file order); empty for a user's first session. What a served request sends as history."""
+    users, user_codes = pd.factorize(events[user], sort=False)
+    times = events[time].to_numpy().astype(np.int64)
+    order = np.lexsort((times, users))  # stable: ties keep file order
+    users_sorted, times_sorted = users[order], times[order] - times.min() if len(times) else times
+    span = int(times_sorted.max()) + 1 if len(times) else 1
+    combined = users_sorted.astype(np.int64) * span + times_sorted
+    first_of_user = np.searchsorted(combined, users_sorted.astype(np.int64) * span, side="left")
+    starts = events.groupby(key, sort=False).agg(u=(user, "first"), t=(time, "min"))
+    session_user = pd.Index(user_codes).get_indexer(starts["u"])
+    end = np.searchsorted(combined, session_user.astype(np.int64) * span + (starts["t"].to_numpy() - times.min()), side="left")
+    begin = np.maximum(np.searchsorted(combined, session_user.astype(np.int64) * span, side="left"), end - n)
+    counts = end - begin
+    offsets = np.r_[0, np.cumsum(counts)]
+    taken = order[np.arange(offsets[-1]) + np.repeat(begin - offsets[:-1], counts)]
+    lists = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(events[item].to_numpy()[taken]))
+    return pd.Series(list(lists.to_pandas()), index=starts.index)

@@ -32,6 +32,7 @@ class WorkflowOptions:
     min_item_frequency: int = 0  # items seen fewer times in training map to the OOV code
     continuous: str = "log-normalize"  # one of CONTINUOUS: log1p then z-score, z-score, or buckets
     buckets: int = 10  # quantile buckets when continuous == "bucketize"
+    time_columns: tuple[str, ...] = ()  # derived time features (compiled.time_features): z-scored per-event lists
 
 
 if (SPECIAL_CODES["null"], SPECIAL_CODES["oov"]) != (NULL_OFFSET, OOV_OFFSET):
@@ -82,6 +83,8 @@ def build_workflow(
         features += list(columns.categorical) >> nvt.ops.Categorify(**categorify) >> nvt.ops.AddTags([Tags.ITEM])
     if columns.continuous:
         features += _continuous(list(columns.continuous), options, bucket_boundaries) >> nvt.ops.AddTags([Tags.ITEM])
+    if options.time_columns:  # already on a log or circular scale: z-scored only
+        features += list(options.time_columns) >> ExactNormalize() >> nvt.ops.AddTags([Tags.ITEM])
 
     context = []
     context_columns = [c for c in (columns.user,) if c and c != key] + list(columns.context_categorical)
@@ -94,7 +97,7 @@ def build_workflow(
     grouped_inputs = features + ([key] >> nvt.ops.AddTags(key_tags)) + ([columns.time] >> nvt.ops.AddTags([Tags.TIME]))
     for block in context:
         grouped_inputs += block
-    aggregations = {column: ["list"] for column in (columns.item, *columns.categorical, *columns.continuous)}
+    aggregations = {column: ["list"] for column in (columns.item, *columns.categorical, *columns.continuous, *options.time_columns)}
     aggregations[columns.time] = ["first"]
     for column in (*context_columns, *columns.context_continuous):
         aggregations[column] = ["first"]

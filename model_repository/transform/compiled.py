@@ -7,7 +7,8 @@ Per session, as `workflow.transform` does: events sorted by time (stable), conte
 from the earliest event, the last `model_events` events kept (and, for the model's seen-item
 filter when it reads fewer, the codes of the last `max_events` items), categories looked up (unknown
 -> OOV code, codes from the files' index), missing continuous values -> training median,
-log1p / z-score / buckets; list outputs right-padded with 0 to a fixed width
+log1p / z-score / buckets; time features derived from the sorted times before the last events
+are kept (`time_features`, the one definition `training.prepare` uses too); list outputs right-padded with 0 to a fixed width
 (`model_events`; seen items `max_events`), whatever the request's length: the model step's
 inputs then have one shape, so Triton's dynamic batcher can merge requests there (the model
 trims the common padding off again).
@@ -19,6 +20,36 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# a time feature -> the columns it derives from each event's time (unix seconds)
+TIME_FEATURES = {
+    "gap": ("time_gap_log",),  # log1p(seconds since the previous event of the sequence), 0 for its first
+    "elapsed": ("time_elapsed_log",),  # log1p(seconds since the sequence's first event)
+    "hour": ("hour_sin", "hour_cos"),  # the time of day on a circle, in the --timezone
+    "weekday": ("weekday_sin", "weekday_cos"),  # the time of week on a circle (Monday 0:00 = angle 0)
+}
+
+
+def time_features(features, times: np.ndarray, first: np.ndarray, timezone: str = "UTC") -> dict[str, np.ndarray]:
+    """Columns of `features` (names of TIME_FEATURES) for events whose `times` (unix seconds) are
+    sorted within each sequence, `first` marking each sequence's first event: {column: float64 [N]}.
+    Only earlier events of the same sequence enter an event's values."""
+    times = np.asarray(times, dtype=np.int64)
+    out = {}
+    if "gap" in features or "elapsed" in features:
+        previous = np.r_[times[:1], times[:-1]]
+        out["time_gap_log"] = np.log1p(np.where(first, 0, np.maximum(times - previous, 0)).astype(np.float64))
+        start = np.maximum.accumulate(np.where(first, np.arange(len(times)), 0)) if len(times) else times
+        out["time_elapsed_log"] = np.log1p(np.maximum(times - times[start], 0).astype(np.float64))
+    if "hour" in features or "weekday" in features:
+        local = pd.DatetimeIndex(pd.to_datetime(times, unit="s", utc=True)).tz_convert(timezone)
+        day = (local.hour.to_numpy() * 3600 + local.minute.to_numpy() * 60 + local.second.to_numpy()) / 86_400.0
+        week = (local.dayofweek.to_numpy() + day) / 7.0
+        out.update(hour_sin=np.sin(2 * np.pi * day), hour_cos=np.cos(2 * np.pi * day),
+                   weekday_sin=np.sin(2 * np.pi * week), weekday_cos=np.cos(2 * np.pi * week))
+    wanted = {column for feature in features for column in TIME_FEATURES[feature]}
+    return {column: values for column, values in out.items() if column in wanted}
+
 
 def _padded(values: np.ndarray, real: np.ndarray, width: int, dtype) -> np.ndarray:
     """[B, w] values where `real`, 0 elsewhere and in the columns up to `width` (np.pad costs
@@ -72,6 +103,7 @@ class RequestTransform:
         self.max_request_events = max_request_events  # events per request, summed over its sessions (padding too)
         self.max_id_bytes = max_id_bytes  # bytes per string value
         self.outputs = self.spec["outputs"]
+        self.time_features = self.spec.get("time_features") or {"features": [], "timezone": "UTC"}
         self.categories = {
             step["categories"]: _Categories(folder / "workflow" / step["categories"], int(self.spec["oov_code"]))
             for output in self.outputs for step in output["steps"] if step["op"] == "categorify"
@@ -117,8 +149,9 @@ class RequestTransform:
         out = {}
         row_index = np.arange(rows)[:, None]
         model_index, model_real = self._last(order, event_count, self.model_events)
+        derived = self._derived(columns[self.time_column], order, event_count)
         for output in self.outputs:
-            raw = columns[output["source"]]
+            raw = derived[output["source"]] if output["source"] in derived else columns[output["source"]]
             if output["kind"] == "list":
                 values = self._apply(output, raw[row_index, model_index])
                 out[output["name"]] = _padded(values, model_real, self.model_events, output["dtype"])
@@ -130,6 +163,25 @@ class RequestTransform:
             seen_index, seen_real = self._last(order, event_count, self.max_events)
             codes = self._apply(item, columns[item["source"]][row_index, seen_index])
             out[self.seen["name"]] = _padded(codes, seen_real, self.max_events, np.int64)
+        return out
+
+    def _derived(self, times: np.ndarray, order: np.ndarray, event_count: np.ndarray) -> dict[str, np.ndarray]:
+        """The time features of every real event [B, W], at the events' places in the request, over
+        the last `max_events` (the workflow's sequences; the first kept starts gap and elapsed)."""
+        features = self.time_features["features"]
+        if not features:
+            return {}
+        rows, width = times.shape
+        sorted_real = np.arange(width)[None, :] < event_count[:, None]  # after `order`: real events first
+        row_index = np.broadcast_to(np.arange(rows)[:, None], (rows, width))[sorted_real]
+        place = order[sorted_real]
+        kept_from = (event_count - np.minimum(event_count, self.max_events))[:, None]  # the first event kept
+        first = (np.broadcast_to(np.arange(width)[None, :], (rows, width)) == kept_from)[sorted_real]
+        values = time_features(features, times[row_index, place], first, self.time_features["timezone"])
+        out = {}
+        for column, flat in values.items():
+            out[column] = np.zeros((rows, width), dtype=np.float64)
+            out[column][row_index, place] = flat
         return out
 
     @staticmethod

@@ -5,15 +5,29 @@ What a model can learn from it (so tests can check that training learns):
 - item-to-item transitions: each item has one preferred successor, followed with
   probability `follow_prob`, so next-item accuracy well above popularity is reachable;
 - items have a category (successors stay in the category) and a price drawn per category;
-- each session has a user and a device; users come back for several sessions.
+- each session has a user and a device; users come back for several sessions;
+- with `user_taste` > 0 (session-aware data), users have favourite categories that drift: a
+  session's first item and that share of its browse steps come from the user's current
+  favourites (popularity-weighted), and before each of a user's sessions one favourite is
+  replaced with probability `taste_drift`; a user's earlier sessions then tell what the next
+  session browses, which the session alone tells only after its first events.
+
+    python -m training.datasets.synthetic --out DIR [--events N] [--set FIELD=VALUE ...]
+
+writes DIR/events.parquet and DIR/mapping.yaml for `python -m training.prepare --dataset
+DIR/events.parquet --mapping DIR/mapping.yaml ...` (e.g. `--set user_taste=0.8 --set n_users=1000`
+with `--view session-aware`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from training import cli
 from training.events import EventColumns
 
 COLUMNS = EventColumns(
@@ -40,7 +54,53 @@ class SyntheticConfig:
     zipf_exponent: float = 1.1  # item popularity ~ rank^-exponent
     follow_prob: float = 0.6  # chance the next item is the current item's preferred successor
     n_days: int = 14  # time span the sessions start in
+    user_taste: float = 0.0  # share of first items and browse steps from the user's favourite categories (0: none)
+    taste_categories: int = 2  # favourite categories per user
+    taste_drift: float = 0.1  # chance that one favourite is replaced before each of a user's sessions
     seed: int = 0
+
+
+def _check(config: SyntheticConfig) -> None:
+    for name in ("n_events", "n_items", "n_users", "n_categories", "n_days", "taste_categories"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name}: expected 1 or more, got {getattr(config, name)}")
+    for name in ("follow_prob", "user_taste", "taste_drift"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ValueError(f"{name}: expected a share in [0, 1], got {getattr(config, name)}")
+    if config.taste_categories > config.n_categories:
+        raise ValueError(f"taste_categories: expected at most n_categories ({config.n_categories}), got {config.taste_categories}")
+    if config.mean_session_length <= 1.0:
+        raise ValueError(f"mean_session_length: expected above 1, got {config.mean_session_length}")
+
+
+def _favourites(rng: np.random.Generator, config: SyntheticConfig, session_user: np.ndarray) -> np.ndarray:
+    """Each session's favourite categories [sessions, taste_categories]: its user's, drifting one
+    category at a time over the user's sessions (sessions are numbered in time order)."""
+    current = np.stack([rng.choice(config.n_categories, config.taste_categories, replace=False) for _ in range(config.n_users)])
+    drifts = rng.random(len(session_user)) < config.taste_drift
+    slots = rng.integers(0, config.taste_categories, len(session_user))
+    picks = rng.integers(0, config.n_categories, len(session_user))
+    out = np.empty((len(session_user), config.taste_categories), dtype=np.int64)
+    for session, user in enumerate(session_user):
+        if drifts[session] and picks[session] not in current[user]:
+            current[user, slots[session]] = picks[session]
+        out[session] = current[user]
+    return out
+
+
+def _taste_sampler(item_category: np.ndarray, popularity: np.ndarray):
+    """draw(categories [n], uniforms [n] in [0, 1)) -> an item of each category, popularity-weighted
+    (one search over every item keyed category + its cumulative share within the category)."""
+    order = np.argsort(item_category, kind="stable")
+    categories, weights = item_category[order], popularity[order]
+    totals = np.bincount(categories, weights=weights)
+    below = np.cumsum(weights) - np.r_[0.0, np.cumsum(totals)][categories]  # the category's mass up to each item
+    keys = categories + below / totals[categories]
+
+    def draw(wanted: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+        return order[np.minimum(np.searchsorted(keys, wanted + uniforms, side="right"), len(order) - 1)]
+
+    return draw
 
 
 def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame:
@@ -64,14 +124,31 @@ def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame
     max_length = int(lengths.max())
     items = np.full((n_sessions, max_length), -1, dtype=np.int64)
     items[:, 0] = rng.choice(n_items, n_sessions, p=popularity)
+    taste = None
+    if config.user_taste > 0:  # its own stream: at user_taste 0 the events are those of before
+        taste_rng = np.random.default_rng([config.seed, 1])
+        taste_users = taste_rng.integers(0, config.n_users, n_sessions)
+        favourites = _favourites(taste_rng, config, taste_users)
+        draw = _taste_sampler(item_category, popularity)
+
+        def taste(picked: np.ndarray) -> np.ndarray:
+            use = taste_rng.random(n_sessions) < config.user_taste
+            category = favourites[np.arange(n_sessions), taste_rng.integers(0, config.taste_categories, n_sessions)]
+            return np.where(use, draw(category, taste_rng.random(n_sessions)), picked)
+
+        items[:, 0] = taste(items[:, 0])
     for position in range(1, max_length):
         alive = lengths > position
         follow = rng.random(n_sessions) < config.follow_prob
         browse = rng.choice(n_items, n_sessions, p=popularity)
+        if taste is not None:
+            browse = taste(browse)
         step = np.where(follow, successor[items[:, position - 1]], browse)
         items[:, position] = np.where(alive, step, -1)
 
     session_user = rng.integers(0, config.n_users, n_sessions)
+    if taste is not None:
+        session_user = taste_users
     session_start = START_TIME + np.sort(rng.integers(0, config.n_days * 86_400, n_sessions))
     session_device = rng.integers(0, len(DEVICES), n_sessions)
     gaps = rng.exponential(45.0, (n_sessions, max_length)).astype(np.int64) + 1
@@ -93,3 +170,48 @@ def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame
             "device": DEVICES[session_device[session_index]],
         }
     )
+
+
+def mapping_yaml() -> str:
+    return "".join(f"{role}: {value}\n" if isinstance(value, str) else f"{role}: [{', '.join(value)}]\n"
+                   for role, value in COLUMNS.to_dict().items() if value)
+
+
+def parse_args(argv: list[str] | None) -> tuple[Path, SyntheticConfig]:
+    parser = cli.Parser(prog="python -m training.datasets.synthetic", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="folder for events.parquet and mapping.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a SyntheticConfig field, e.g. --set n_events=200000 --set user_taste=0.8")
+    args = parser.parse_args(argv)
+    types = {field.name: field.type for field in fields(SyntheticConfig)}
+    settings = {}
+    for setting in args.set:
+        field, equals, text = setting.partition("=")
+        if not equals or field not in types:
+            cli.refuse("synthetic", f"--set {setting}: expected FIELD=VALUE with FIELD one of {sorted(types)}, got {field!r}")
+        try:
+            settings[field] = int(text) if types[field] == "int" else float(text)
+        except ValueError:
+            cli.refuse("synthetic", f"--set {setting}: expected a{'n integer' if types[field] == 'int' else ' number'}, got {text!r}")
+    config = replace(SyntheticConfig(), **settings)
+    try:
+        _check(config)
+    except ValueError as error:
+        cli.refuse("synthetic", error)
+    return args.out, config
+
+
+def main(argv: list[str] | None = None) -> None:
+    out, config = parse_args(argv)
+    events = generate_events(config)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".events.parquet.partial"
+    events.to_parquet(tmp, index=False)
+    tmp.rename(out / "events.parquet")
+    (out / "mapping.yaml").write_text(mapping_yaml())
+    print(f"synthetic: {len(events):,} events, {events['session_id'].nunique():,} sessions, "
+          f"{events['user_id'].nunique():,} users -> {out}/events.parquet, mapping.yaml", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
