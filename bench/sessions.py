@@ -79,7 +79,7 @@ def run_model(config: str, data: Path, out: Path, budget: float, overrides: list
     name, *own = config.split("+")  # a variant: CONFIG+section.key=value+...
     config_file = Path(name) if name.endswith(".yaml") else CONFIGS / f"{name}.yaml"
     label = "+".join([config_file.stem, *own])
-    run = out / label.replace("=", "-")
+    run = out / "".join(c if c.isalnum() or c in "._+-" else "-" for c in label)
     command = [sys.executable, "-m", "training.train", "--config", str(config_file), "--data", str(data), "--out", str(run),
                f"train.time_budget_minutes={budget}", *overrides, *own]
     wall, cpu = time.perf_counter(), cpu_seconds()
@@ -94,6 +94,18 @@ def run_model(config: str, data: Path, out: Path, budget: float, overrides: list
     return {"name": label, "kind": "model", "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
             "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1),
             "epochs": result.get("epochs"), "best_epoch": result.get("best_epoch"), "overrides": overrides, **metrics}
+
+
+def config_list(text: str) -> list[str]:
+    """--configs split at commas outside brackets (an override may hold a list: key=[a,b])."""
+    out, depth, current = [], 0, ""
+    for char in text + ",":
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            out, current = out + [current] if current else out, ""
+        else:
+            current += char
+    return out
 
 
 def table(rows: list[dict], protocols=PROTOCOLS) -> str:
@@ -140,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[sessions] baseline {name} ...", file=sys.stderr, flush=True)
         rows.append(run_baseline(name, args.data, args.exclude_seen, protocols))
         print(table(rows[-1:], protocols).splitlines()[-1], file=sys.stderr, flush=True)
-    for config in (c for c in args.configs.split(",") if c):
+    for config in config_list(args.configs):
         print(f"[sessions] training {config} for {args.budget_minutes} min ...", file=sys.stderr, flush=True)
         rows.append(run_model(config, args.data, out, args.budget_minutes, args.overrides, args.exclude_seen, protocols))
         print(table(rows[-1:], protocols).splitlines()[-1], file=sys.stderr, flush=True)

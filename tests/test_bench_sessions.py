@@ -70,3 +70,10 @@ def test_protocols_choose_the_columns_and_an_unknown_one_is_refused_in_one_line(
     refused = subprocess.run([PYTHON, "-m", "bench.sessions", "--data", str(small_sessions), "--label", label, "--out", str(tmp_path),
                               "--protocols", "last,every"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and refused.stderr.strip() == "sessions: --protocols: expected some of all, last, got 'last,every'"
+
+
+def test_a_config_may_carry_its_own_overrides_lists_included():
+    from bench.sessions import config_list
+
+    variant = "gpt2_session+model.history=prefix+model.exclude_features=[hour_sin_list,hour_cos_list]"
+    assert config_list(f"gpt2_session,{variant},,bert_mlm") == ["gpt2_session", variant, "bert_mlm"]
