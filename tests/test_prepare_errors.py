@@ -123,9 +123,14 @@ def test_failure_while_writing_leaves_no_folder(tmp_path, monkeypatch):
     _assert_nothing_written(tmp_path, out)
 
 
-def test_session_aware_needs_time_split(tmp_path):
-    with pytest.raises(EventsError, match="session-aware view: use --split time"):
-        prepare.run(prepare.PrepareArgs(dataset="synthetic", out=tmp_path / "o", view="session-aware", split="loo"))
+def test_session_aware_leave_one_out_needs_a_user_with_three_sessions(tmp_path):
+    events = _good_events()
+    events[events["sid"] < 4].assign(uid=lambda frame: frame["sid"] % 2).to_csv(tmp_path / "events.csv", index=False)
+    (tmp_path / "mapping.yaml").write_text(MAPPING)
+    with pytest.raises(EventsError, match="no user has 3 or more sessions"):
+        prepare.run(prepare.PrepareArgs(dataset=str(tmp_path / "events.csv"), mapping=tmp_path / "mapping.yaml",
+                                        out=tmp_path / "o", view="session-aware", split="loo"))
+    assert not (tmp_path / "o").exists()
 
 
 def test_only_movielens_drops_rare_items_by_default():

@@ -153,10 +153,13 @@ def leave_one_session_out(events: pd.DataFrame, user: str, key: str, time: str) 
 
 
 def held_out(events: pd.DataFrame, key: str, time: str, n: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Leave-one-out's test rows as requests: `n` random sequences (None: all) in time order
-    without their last event, and those last events (indexed by `key`)."""
+    """Leave-one-out's test rows as requests: `n` random sequences (None: all) of 3 or more events
+    (what leave-one-out tests) in time order without their last event, and those last events
+    (indexed by `key`)."""
     if n is not None:
-        events = events[events[key].isin(events[key].drop_duplicates().sample(n, random_state=seed))]
+        sizes = events[key].value_counts(sort=False)
+        candidates = pd.Series(sizes.index[sizes.to_numpy() >= 3]).sort_values(kind="stable")
+        events = events[events[key].isin(candidates.sample(min(n, len(candidates)), random_state=seed))]
     splits = leave_one_out(events, key, time)
     return splits["valid"].reset_index(drop=True), splits["test"].drop(splits["valid"].index).set_index(key)
 
