@@ -10,9 +10,7 @@ Encodings (`model.history`):
 - pooled: the mean of the history items' input vectors, projected (from zero, so training starts
   at the session-only model) and added to every session event's input.
 History items enter through the model's own inputs (the item table shared with the output layer),
-their side features unknown (codes 0, values 0.0) and the session's context. History may be
-padded
-anywhere; it is compacted and its last `history_length` items kept, no value read on the host.
+their side features unknown (codes 0, values 0.0) and the session's context. History may be padded anywhere; it is compacted and its last `history_length` items kept, no value read on the host.
 """
 from __future__ import annotations
 
@@ -25,12 +23,9 @@ HISTORY_ENCODINGS = ("none", "prefix", "pooled")
 def compact_history(history: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """History codes [B, any] with padding anywhere -> the last `length` real codes, right-padded
     [B, <= length], and their mask."""
-    from training.model import keep_last  # the model module imports this one
+    from training.model import compact, keep_last  # the model module imports this one
 
-    mask = history != 0
-    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
-    codes, mask = torch.gather(history, 1, order), torch.gather(mask, 1, order)
-    kept, mask = keep_last({"h": codes}, mask, length, ["h"])
+    kept, mask = keep_last(*compact({"h": history}, "h", ["h"]), length, ["h"])
     return kept["h"], mask
 
 
