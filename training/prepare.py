@@ -148,8 +148,7 @@ def add_time_features(events: pd.DataFrame, key: str, time: str, features, timez
     the sequence for gap and elapsed), as the served transform computes them."""
     events = views.sort_events(events, key, time)
     keys = events[key].to_numpy()
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
-    lengths = np.diff(np.r_[starts, len(keys)])
+    starts, lengths = views.sequence_bounds(keys)
     first = np.zeros(len(keys), dtype=bool)
     first[starts + np.maximum(lengths - max_length, 0)] = True
     return events.assign(**time_features(features, events[time].to_numpy(), first, timezone))

@@ -30,6 +30,14 @@ SPLITS = ("loo", "time")
 DERIVED_SESSION = "session_id"  # name of the session column cut by inactivity gap
 
 
+def sequence_bounds(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First index and length of each run of equal keys (events sorted by sequence)."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return starts, np.diff(np.r_[starts, len(keys)])
+
+
 def filter_items(events: pd.DataFrame, columns: EventColumns, min_count: int, within: np.ndarray | None = None) -> pd.DataFrame:
     """Drop the events of items with fewer than `min_count` interactions, counted and dropped
     among the events where `within` is True (None: every event, counted before the split as in
@@ -57,8 +65,7 @@ def split_long_sequences(events: pd.DataFrame, key: str, time: str, max_length: 
     n = len(keys)
     if n == 0:
         return events, pd.Series([], dtype=events[key].dtype)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    lengths = np.diff(np.r_[starts, n])
+    starts, lengths = sequence_bounds(keys)
     length = np.repeat(lengths, lengths)
     from_end = np.repeat(starts + lengths, lengths) - np.arange(n) - 1  # 0: the last event
     stride = max_length - 1
@@ -121,8 +128,7 @@ def leave_one_out(events: pd.DataFrame, key: str, time: str) -> dict[str, pd.Dat
     """Events per split; sequences with fewer than 3 events are dropped (nothing to train on)."""
     events = sort_events(events, key, time)
     keys = events[key].to_numpy()
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    lengths = np.diff(np.r_[starts, len(keys)])
+    starts, lengths = sequence_bounds(keys)
     position_from_end = np.repeat(starts + lengths, lengths) - np.arange(len(keys))  # 1 = last event
     long_enough = np.repeat(lengths >= 3, lengths)
     if not long_enough.any():
