@@ -19,6 +19,8 @@ EVENT_COUNT = "event_count"  # the contract's per-session input: how many events
 K = "k"  # the contract's per-session input: items to return
 PARAMETERS = ("sequence_key", "time_column", "item_column", "context_columns",
               "max_events", "max_k", "exclude_seen", "max_request_events")
+HISTORY_PARAMETERS = ("user_column", "session_gap_s", "history_events")  # a session-aware model's
+HISTORY_PREFIX, HISTORY_COUNT = "history_", "history_count"  # as model_repository/transform/compiled.py names them
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,21 @@ class RequestSpec:
     max_k: int  # the most items one session may ask for
     exclude_seen: bool  # whether the session's own items are left out of the answer
     max_request_events: int  # the server refuses requests with more events (sessions x row width)
+    # a session-aware model: each request row is a user's current session plus their earlier events
+    user_column: str | None = None  # whose events are history
+    session_gap_s: int = 0  # sessions are cut where the user is inactive longer (0: the sequence key column)
+    history_events: int = 0  # the last events before the current session the server reads (0: no history)
+
+    @property
+    def history_inputs(self) -> dict[str, str]:
+        """role -> input name of the history inputs (none for a session-only model)."""
+        if not self.history_events:
+            return {}
+        return {"item": HISTORY_PREFIX + self.item_column, "time": HISTORY_PREFIX + self.time_column, "count": HISTORY_COUNT}
 
     @property
     def event_columns(self) -> list[str]:
-        return [name for name in self.datatypes if name not in (EVENT_COUNT, K)]
+        return [name for name in self.datatypes if name not in (EVENT_COUNT, K, *self.history_inputs.values())]
 
     @classmethod
     def from_server(cls, metadata: Mapping, config: Mapping) -> "RequestSpec":
@@ -55,6 +68,14 @@ class RequestSpec:
             raise ValueError(f"model config max_batch_size: expected >= 1 (sessions are the batch), got {max_batch_size}")
         if int(parameters["max_events"]) < 1:
             raise ValueError(f"model config max_events: expected >= 1, got {parameters['max_events']!r}")
+        history = {}
+        if HISTORY_COUNT in datatypes:  # a session-aware model
+            missing = [name for name in HISTORY_PARAMETERS if name not in parameters]
+            if missing:
+                raise ValueError(f"model config parameters: a model with history inputs expects {list(HISTORY_PARAMETERS)}, "
+                                 f"missing {missing}")
+            history = {"user_column": parameters["user_column"], "session_gap_s": int(parameters["session_gap_s"]),
+                       "history_events": int(parameters["history_events"])}
         return cls(
             datatypes=datatypes,
             max_batch_size=max_batch_size,
@@ -66,6 +87,7 @@ class RequestSpec:
             max_k=int(parameters["max_k"]),
             exclude_seen=parameters["exclude_seen"].strip().lower() in ("true", "1", "yes"),
             max_request_events=int(parameters["max_request_events"]),
+            **history,
         )
 
 
@@ -87,23 +109,29 @@ def events_frame(events) -> pd.DataFrame:
 
 
 def session_batches(events, spec: RequestSpec, k: int) -> list[SessionBatch]:
-    """Events (DataFrame or dict of arrays) -> request batches of at most `spec.max_batch_size` sessions."""
+    """Events (DataFrame or dict of arrays) -> request batches of at most `spec.max_batch_size` sessions.
+    A session-aware model (`spec.history_events`): one row per user, keyed by the user, for their
+    current session (`current_sessions`) with their earlier events as history."""
     frame = events_frame(events)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= spec.max_k:
         raise ValueError(f"k: expected an integer in 1..{spec.max_k} (max_k), got {k!r}")
-    needed = [spec.sequence_key, spec.time_column, *spec.event_columns]
+    key, history = spec.sequence_key, None
+    if spec.history_events:
+        frame, history = current_sessions(frame, spec)
+        key = spec.user_column  # one session per user left
+    needed = [key, spec.time_column, *spec.event_columns]
     missing = [column for column in dict.fromkeys(needed) if column not in frame.columns]
     if missing:
         raise ValueError(f"events lack columns {missing}: the model needs {list(dict.fromkeys(needed))}, "
                          f"the events have {list(frame.columns)}")
     if len(frame) == 0:
         raise ValueError("events: expected at least one event, got an empty input")
-    if frame[spec.sequence_key].isna().any():
-        raise ValueError(f"column {spec.sequence_key!r} (sequence key): expected a value on every event, got missing ones")
+    if frame[key].isna().any():
+        raise ValueError(f"column {key!r} (sequence key): expected a value on every event, got missing ones")
     columns = {name: _wire_values(frame[name], name, spec.datatypes.get(name, "INT64"))
                for name in dict.fromkeys([spec.time_column, *spec.event_columns])}
 
-    sessions, session_ids = pd.factorize(frame[spec.sequence_key], sort=False)  # codes in order of first appearance
+    sessions, session_ids = pd.factorize(frame[key], sort=False)  # codes in order of first appearance
     by_time = np.argsort(columns[spec.time_column], kind="stable")
     order = by_time[np.argsort(sessions[by_time], kind="stable")]  # by session, then time, then input order
     sessions = sessions[order]
@@ -121,9 +149,13 @@ def session_batches(events, spec: RequestSpec, k: int) -> list[SessionBatch]:
     sessions, kept_lengths = sessions[kept], np.minimum(lengths, spec.max_events)
     kept_starts = np.concatenate([[0], np.cumsum(kept_lengths)[:-1]])
     columns_in_session = np.arange(len(sessions)) - kept_starts[sessions]
+    widths = kept_lengths
+    if history is not None:
+        history = history.reindex(session_ids)
+        widths = np.maximum(kept_lengths, history["count"].to_numpy())
 
     batches = []
-    for first, last in _batch_bounds(kept_lengths, spec.max_batch_size, spec.max_request_events):
+    for first, last in _batch_bounds(widths, spec.max_batch_size, spec.max_request_events):
         rows = slice(kept_starts[first], kept_starts[last - 1] + kept_lengths[last - 1])
         batch_lengths = kept_lengths[first:last]
         shape = (last - first, int(batch_lengths.max()))
@@ -134,8 +166,73 @@ def session_batches(events, spec: RequestSpec, k: int) -> list[SessionBatch]:
             inputs[name] = padded
         inputs[EVENT_COUNT] = batch_lengths.reshape(-1, 1).astype(triton_to_np_dtype(spec.datatypes[EVENT_COUNT]))
         inputs[K] = np.full((shape[0], 1), k, dtype=triton_to_np_dtype(spec.datatypes[K]))
+        if history is not None:
+            inputs.update(_history_inputs(history.iloc[first:last], spec))
         batches.append(SessionBatch(session_ids=session_ids[first:last].tolist(), inputs=inputs))
     return batches
+
+
+def cut_sessions(frame: pd.DataFrame, user: str, time: str, gap_s: int) -> np.ndarray:
+    """Session numbers of the events (training.views.cut_sessions' rule): by user then time (stable),
+    a new session where the user changes or is inactive for more than `gap_s` seconds."""
+    times = frame[time].to_numpy()
+    users, _ = pd.factorize(frame[user], sort=True)
+    order = np.lexsort((times, users))
+    new_session = np.ones(len(order), dtype=bool)
+    new_session[1:] = (users[order][1:] != users[order][:-1]) | (times[order][1:] - times[order][:-1] > gap_s)
+    numbers = np.empty(len(order), dtype=np.int64)
+    numbers[order] = np.cumsum(new_session) - 1
+    return numbers
+
+
+def current_sessions(frame: pd.DataFrame, spec: RequestSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's current session (the one that starts last, ties to the later session key) and
+    history (the user's events before that session started: the last `spec.history_events`, by
+    time, ties in input order). Sessions: the sequence key column, or cut by inactivity when the
+    model's were (`session_gap_s`). -> (the current sessions' events, per user: history items,
+    times and count)."""
+    user, time, key = spec.user_column, spec.time_column, spec.sequence_key
+    needed = [user, time, spec.item_column] + ([] if spec.session_gap_s else [key])
+    missing = [column for column in needed if column not in frame.columns]
+    if missing:
+        raise ValueError(f"events lack columns {missing}: a session-aware model needs the user, time and item "
+                         f"and {'nothing else to cut sessions' if spec.session_gap_s else 'the session column'}; "
+                         f"the events have {list(frame.columns)}")
+    if frame[user].isna().any():
+        raise ValueError(f"column {user!r} (user): expected a value on every event, got missing ones")
+    frame = frame.reset_index(drop=True)
+    times = _wire_values(frame[time], time, spec.datatypes.get(time, "INT64")).astype(np.int64)
+    sessions = frame[key] if key in frame.columns else pd.Series(cut_sessions(frame.assign(**{time: times}), user, time,
+                                                                              spec.session_gap_s))
+    table = pd.DataFrame({"user": frame[user], "key": sessions, "time": times}).groupby("key", sort=False)
+    starts = table.agg(user=("user", "first"), start=("time", "min")).reset_index()
+    starts = starts.iloc[np.lexsort((starts["key"].to_numpy(), starts["start"].to_numpy()))]
+    current = starts.drop_duplicates("user", keep="last").set_index("user")
+    in_current = sessions.to_numpy() == current["key"].reindex(frame[user]).to_numpy()
+    before = times < current["start"].reindex(frame[user]).to_numpy()
+    earlier = frame[before].assign(_time=times[before], _order=np.arange(int(before.sum())))
+    earlier = earlier.sort_values(["_time", "_order"], kind="stable").groupby(user, sort=False).tail(spec.history_events)
+    grouped = earlier.groupby(user, sort=False)
+    history = pd.DataFrame({"items": grouped[spec.item_column].agg(list), "times": grouped["_time"].agg(list)})
+    history = history.reindex(pd.unique(frame[user]))
+    history["items"] = [value if isinstance(value, list) else [] for value in history["items"]]
+    history["times"] = [value if isinstance(value, list) else [] for value in history["times"]]
+    history["count"] = history["items"].map(len)
+    return frame[in_current], history
+
+
+def _history_inputs(history: pd.DataFrame, spec: RequestSpec) -> dict[str, np.ndarray]:
+    """The history inputs of a batch's users: items and times [users, longest (at least 1)] right-padded, counts."""
+    names, counts = spec.history_inputs, history["count"].to_numpy()
+    shape = (len(history), max(int(counts.max(initial=0)), 1))
+    items, times = _padding(shape, spec.datatypes[names["item"]]), _padding(shape, spec.datatypes[names["time"]])
+    rows = np.repeat(np.arange(len(history)), counts)
+    places = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    flat = pd.Series([item for row in history["items"] for item in row], dtype=object)
+    items[rows, places] = _wire_values(flat, spec.item_column, spec.datatypes[names["item"]]) if len(flat) else []
+    times[rows, places] = [time for row in history["times"] for time in row]
+    return {names["item"]: items, names["time"]: times,
+            names["count"]: counts.reshape(-1, 1).astype(triton_to_np_dtype(spec.datatypes[names["count"]]))}
 
 
 def _batch_bounds(lengths: np.ndarray, max_sessions: int, max_events: int) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ import torch
 
 from export import configs
 from export.configs import Step, Tensor
-from export.torchscript import OUTPUTS, PRECISIONS, SEEN, ExportError, input_names, kept_events, trace
+from export.torchscript import OUTPUTS, PRECISIONS, SEEN, ExportError, history_events, input_names, kept_events, trace
 from export.transform_spec import compile_workflow
 
 SOURCES = Path(__file__).resolve().parent.parent / "model_repository"
@@ -132,16 +132,13 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     _check(options)
     run, repo = Path(run).resolve(), Path(repo).resolve()
     model, config = run_dir.load_model(run)
-    if model.history is not None:
-        raise ExportError(f"run {run}: model.history={config.model.history!r}: the served transform does not compile a "
-                          "user's earlier sessions yet; export a session-only model (model.history=none)")
     spec = model.spec
     summary = prepared.load_summary(run / run_dir.DATA)
     codes = summary["special_codes"]
     exclude_seen = config.train.exclude_seen if options.exclude_seen is None else options.exclude_seen
     if options.top_k > spec.item_cardinality - codes["first_value"]:
         raise ExportError(f"--top-k: expected at most the catalog's {spec.item_cardinality - codes['first_value']} items, got {options.top_k}")
-    transform = compile_workflow(run / run_dir.DATA, input_names(model), kept_events(model), exclude_seen)
+    transform = compile_workflow(run / run_dir.DATA, input_names(model), kept_events(model), exclude_seen, history_events(model))
     seen_width = transform["max_events"] if transform["seen"] else None  # else the model's item list is the seen set
     traced = trace(model, options.top_k, exclude_seen, seen_width, "cuda" if options.device == "gpu" else "cpu", options.precision)
 
@@ -157,6 +154,15 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     model_inputs = [Tensor(o["name"], o["dtype"], (-1,) if o["kind"] == "list" else (1,)) for o in transform["outputs"]]
     item_column = next(o["source"] for o in transform["outputs"] if o["name"] == spec.item)
     item_dtype = next(i["dtype"] for i in transform["inputs"] if i["name"] == item_column)
+    history = transform["history"]  # a session-aware model: the user's earlier events, per session
+    history_raw, history_parameters = [], {}
+    if history:
+        history_raw = [Tensor(history["inputs"]["item"], item_dtype, (-1,)), Tensor(history["inputs"]["time"], "int64", (-1,)),
+                       Tensor(history["inputs"]["count"], "int32", (1,))]
+        model_inputs.append(Tensor(history["name"], "int64", (-1,)))
+        history_parameters = {"user_column": history["user_column"], "session_gap_s": str(history["session_gap_s"]),
+                              "history_events": str(history["events"])}
+    raw = [*raw, *history_raw]
     best = [Tensor(OUTPUTS[0], "int64", (options.top_k,)), Tensor(OUTPUTS[1], "float32", (options.top_k,))]
     seen_items = [Tensor(SEEN, "int64", (-1,))] if transform["seen"] else []
     ranked = [Tensor("item_ids", item_dtype, (-1,)), Tensor("item_scores", "float32", (-1,))]
@@ -188,7 +194,8 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
              "item_column": item_column,
              "context_columns": ",".join(o["source"] for o in transform["outputs"] if o["kind"] == "context"),
              "max_events": str(transform["max_events"]), "max_k": str(options.top_k),
-             "exclude_seen": str(exclude_seen).lower(), "max_request_events": limits["max_request_events"]})
+             "exclude_seen": str(exclude_seen).lower(), "max_request_events": limits["max_request_events"],
+             **history_parameters})
 
     repo.mkdir(parents=True, exist_ok=True)
     with _exclusive(repo):

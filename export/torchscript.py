@@ -42,7 +42,14 @@ class ExportError(ValueError):
 
 
 def input_names(model: NextItemModel) -> list[str]:
-    return [*model.spec.list_columns, *model.spec.context_columns]
+    """The model step's inputs in order: the session's lists, its context, the history's item codes
+    when the model reads a user's earlier sessions."""
+    return [*model.spec.list_columns, *model.spec.context_columns, *([model.spec.history] if model.history is not None else [])]
+
+
+def history_events(model: NextItemModel) -> int | None:
+    """History items the model reads (None: a session-only model)."""
+    return model.config.history_length if model.history is not None else None
 
 
 def kept_events(model: NextItemModel) -> int:
@@ -127,6 +134,7 @@ class _Serving(nn.Module):
         self.model = model
         self.names = input_names(model)
         self.lists = set(model.spec.list_columns)
+        self.history = model.spec.history if model.history is not None else ""  # [B, H] codes, padded anywhere
         self.floats = {*model.spec.continuous, *model.spec.context_continuous}
         self.max_k, self.exclude_seen, self.seen_input, self.dtype = max_k, exclude_seen, seen_input, dtype
         self.trims_padding = trim_padding
@@ -137,7 +145,8 @@ class _Serving(nn.Module):
         lists = [name for name in self.names if name in self.lists]
         values = [value for name, value in zip(self.names, features) if name in self.lists]
         trimmed = dict(zip(lists, trim_padding(item, values) if self.trims_padding else values))
-        batch = {name: trimmed[name] if name in self.lists else value.reshape(-1) for name, value in zip(self.names, features)}
+        batch = {name: trimmed[name] if name in self.lists else value if name == self.history else value.reshape(-1)
+                 for name, value in zip(self.names, features)}
         batch = {name: value.to(self.dtype) if name in self.floats else value for name, value in batch.items()}
         scores = self.model.next_item_scores(batch).float()
         if self.exclude_seen:
@@ -182,10 +191,12 @@ def _padded_order(lengths: torch.Tensor, width: int, padding: str) -> torch.Tens
 
 
 def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Generator, device="cpu",
-                   width: int | None = None, seen_width: int | None = None, padding: str = "right") -> tuple:
+                   width: int | None = None, seen_width: int | None = None, padding: str = "right",
+                   history: tuple[list[int], int] | None = None) -> tuple:
     """Random inputs with the given real lengths, padded to `width` (default: the longest) on the
-    right, the left or inside the session (valid codes, finite values); with `seen_width`,
-    seen items [B, seen_width] last."""
+    right, the left or inside the session (valid codes, finite values); for a model that reads
+    history, `history` (lengths, width; default: a few, up to the history it reads) item codes padded
+    as the session; with `seen_width`, seen items [B, seen_width] last."""
     spec = model.spec
     width = width or max(lengths)
     real = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
@@ -205,6 +216,12 @@ def example_inputs(model: NextItemModel, lengths: list[int], generator: torch.Ge
         inputs.append(torch.randint(0, spec.context_categorical[name], (batch, 1), generator=generator))
     for name in spec.context_continuous:
         inputs.append(torch.randn(batch, 1, generator=generator))
+    if model.history is not None:
+        read = model.config.history_length
+        history_lengths, history_width = history or ([min(read, (3 * i) % (read + 1)) for i in range(batch)], read)
+        codes = torch.randint(FIRST_ITEM_CODE, spec.item_cardinality, (batch, history_width), generator=generator)
+        real = torch.arange(history_width)[None, :] < torch.tensor(history_lengths)[:, None]
+        inputs.append(torch.gather(torch.where(real, codes, 0), 1, _padded_order(torch.tensor(history_lengths), history_width, padding)))
     if seen_width:
         seen = torch.randint(FIRST_ITEM_CODE, spec.item_cardinality, (batch, seen_width), generator=generator)
         inputs.append(torch.where(torch.arange(seen_width)[None, :] < torch.tensor(lengths)[:, None], seen, 0))
@@ -245,8 +262,13 @@ def trace(model: NextItemModel, max_k: int, exclude_seen: bool, seen_width: int 
     checks = [(lengths, width, "right") for lengths, width in sent]  # as the transform step sends them
     checks += [([kept, min(4, kept), 1, 2], kept, padding) for padding in ("left", "inside")]  # what other clients may send
     checks += [([kept + 2, 1, min(3, kept)], kept + 3, padding) for padding in PADDINGS]  # wider, and longer sessions, than kept
-    for lengths, width, padding in checks:
-        inputs = example_inputs(model, lengths, generator, device, width, seen, padding)
+    checks = [(*check, None) for check in checks]
+    if model.history is not None:  # no history, a full one, longer than read, in one request
+        read = model.config.history_length
+        checks += [([3, kept, 1], kept, padding, ([0, read, 2], read + 4)) for padding in PADDINGS]
+        checks += [([2, 1], kept, "right", ([0, 0], read)), ([kept], kept, "right", ([1], 1))]
+    for lengths, width, padding, history in checks:
+        inputs = example_inputs(model, lengths, generator, device, width, seen, padding, history)
         with torch.no_grad():
             (want_codes, want_scores), (codes, scores) = serving(*inputs), traced(*inputs)
         # fp32: the same items; bf16/fp16 kernels round differently, so near-ties may swap: scores must agree

@@ -72,14 +72,17 @@ def predict(run: Path, events: pd.DataFrame, k: int, exclude_seen: bool | None =
     """-> columns [sequence key, (position: events seen, with all_positions), rank (1 = best), item id, score];
     exclude_seen None: as the run evaluated."""
     model, config = run_dir.load_model(run)
-    if model.history is not None:
-        raise ValueError(f"run {run}: model.history={config.model.history!r}: prediction from raw events does not compile a "
-                         "user's earlier sessions yet; score the prepared splits with training.evaluate")
     exclude_seen = config.train.exclude_seen if exclude_seen is None else exclude_seen
     data = Path(run) / run_dir.DATA
-    key = request_transform.load(data)["sequence_key"]
+    transform = request_transform.load(data)
+    key = transform["sequence_key"]  # a session-aware model answers each user's current session: by user
+    if model.history is not None and not transform.get("history"):
+        raise ValueError(f"run {run}: the model reads a user's earlier sessions and its prepared data's request-time transform "
+                         "has no history (prepared before serving compiled it); prepare the data again")
+    key = transform["history"]["user_column"] if model.history is not None else key
     if key not in events.columns:
-        raise ValueError(f"events: expected the sequence key column {key!r}, got columns {list(events.columns)}")
+        raise ValueError(f"events: expected the {'user' if model.history is not None else 'sequence key'} column {key!r}, "
+                         f"got columns {list(events.columns)}")
     vocabulary = prepared.item_vocabulary(data)
     sessions = events[key].drop_duplicates().to_numpy()
     parts = []

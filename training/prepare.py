@@ -249,7 +249,8 @@ def run(args: PrepareArgs) -> dict:
         events, per_window, plan = per_split["train"], None, None
     else:
         events, key = views.sequence_key(events, columns, view, int(args.session_gap_minutes * 60))
-    if key == views.DERIVED_SESSION:
+    cut_by_gap = view != "sequential" and not columns.session  # sessions cut by inactivity (the mapping names none)
+    if cut_by_gap:
         columns = EventColumns(**{**columns.to_dict(), "session": key})
     if not own:
         events, per_split, per_window, plan = split_events(events, key, columns, args, split, view)
@@ -301,7 +302,10 @@ def run(args: PrepareArgs) -> dict:
         continuous = {name for name, column in features.items() if column["role"] in ("continuous", "context_continuous")}
         request_transform.write(request_transform.compile_workflow(
             workflow, staging / prepared.WORKFLOW_DIR / "categories", continuous,
-            {"features": list(derived), "timezone": args.timezone}), staging)
+            {"features": list(derived), "timezone": args.timezone},
+            {"source": columns.item, "user_column": columns.user,  # requests carry the user's earlier events
+             "session_gap_s": int(args.session_gap_minutes * 60) if cut_by_gap else 0}
+            if view == "session-aware" else None), staging)
         for name, frame in outputs.items():
             prepared.write_split(frame, schema, staging / name)
         for window, frame in window_outputs.items():

@@ -16,13 +16,16 @@ SCORE_VALUES = 1 << 25  # next-item scores held at once, [prefixes x catalog] (1
 
 def score_events(run: Path, events: pd.DataFrame, model=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (sequence keys, next-item scores [B, catalog], item codes the model saw [B, L]);
-    `model`: the run's model, already loaded."""
+    `model`: the run's model, already loaded. A session-aware model: one row per user, its
+    current session with its earlier events (`request_transform.current_sessions`), keyed by user."""
     model = model if model is not None else run_dir.load_model(run)[0]
-    keys, rows, kept = request_transform.transform_events(Path(run) / run_dir.DATA, events)
+    keys, rows, kept = request_transform.transform_events(Path(run) / run_dir.DATA, events, history=model.history is not None)
     width = int(kept.max())  # lists come padded to the workflow's length: cut the padding every row shares
     spec = model.spec
     batch = {name: torch.from_numpy(rows[name][:, :width]) for name in spec.list_columns}
     batch.update({name: torch.from_numpy(rows[name][:, 0]) for name in spec.context_columns})
+    if model.history is not None:  # the user's earlier events, as the transform read them
+        batch[spec.history] = torch.from_numpy(rows[spec.history])
     with torch.no_grad():
         scores = model.next_item_scores(batch).float().numpy()
     return keys, scores, batch[spec.item].numpy()
@@ -51,11 +54,14 @@ def top_items_every_position(run: Path, events: pd.DataFrame, k: int, exclude_se
     from training.evaluate import SCORE_ROWS, position_scores, score_workspace, states_answer_prefixes
 
     model = model if model is not None else run_dir.load_model(run)[0]
+    if model.history is not None:
+        raise ValueError(f"run {run}: the answer after every event is not computed for a model that reads a user's earlier "
+                         f"sessions (model.history={model.config.history!r}); ask for each user's current session")
     data, spec = Path(run) / run_dir.DATA, model.spec
     transform = request_transform.load(data)
     window = int(transform["max_events"])  # a prefix's last events the transform hands the model (and seen items)
     longest = int(events.groupby(transform["sequence_key"], sort=False).size().max())
-    keys, columns, lengths = request_transform.transform_events(data, events, keep=longest)
+    keys, columns, lengths = request_transform.transform_events(data, events, keep=longest, history=False)
     context = {name: columns[name][:, 0] for name in spec.context_columns}
     score_rows = max(1, min(SCORE_ROWS, SCORE_VALUES // spec.item_cardinality))  # also bounds a chunk's prefix rows
     sessions_of, seen_of, best, scores = [], [], [], []

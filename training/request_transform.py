@@ -64,11 +64,15 @@ def _steps(op, column: str, categories_dir: Path) -> list[dict]:
     raise TransformError(f"column {column!r}: workflow op {type(op).__name__} has no compiled serving form")
 
 
-def compile_workflow(workflow, categories_dir: Path, continuous: set[str], time_features: dict | None = None) -> dict:
+def compile_workflow(workflow, categories_dir: Path, continuous: set[str], time_features: dict | None = None,
+                     history: dict | None = None) -> dict:
     """The fitted `workflow` as a `RequestTransform` spec over every output it serves (all its
     events kept); `categories_dir`: the saved workflow's categories; `continuous`: the float outputs;
-    `time_features`: {"features", "timezone"} of prepare's derived time columns (not request inputs)."""
-    from model_repository.transform.compiled import TIME_FEATURES
+    `time_features`: {"features", "timezone"} of prepare's derived time columns (not request inputs);
+    `history` (session-aware view): {"source": the item column, "user_column", "session_gap_s" (0:
+    sessions are a column)}: the user's earlier events become request inputs (`compiled.history_inputs`),
+    the last max_events of them read."""
+    from model_repository.transform.compiled import TIME_FEATURES, history_inputs
 
     from merlin.dag import postorder_iter_nodes
 
@@ -106,6 +110,9 @@ def compile_workflow(workflow, categories_dir: Path, continuous: set[str], time_
                    for column in raw],
         "outputs": outputs,
         "time_features": time_features,
+        "history": None if history is None else {
+            "name": prepared.HISTORY_COLUMN, "events": grouping.max_length,
+            "inputs": history_inputs(history["source"], time_column), **history},
     }
 
 
@@ -134,32 +141,94 @@ def load(prepared_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _wire(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Raw values as a request carries them: text as utf-8 bytes, a missing value as b"" (as the client does)."""
+    if dtype == "string":
+        return np.array([b"" if pd.isna(v) else str(v).encode() for v in values], dtype=object)
+    return values
+
+
+def _rows(values: np.ndarray, row: np.ndarray, rows: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values grouped by `row` (sorted, each row's values in order) -> [rows, longest] right-padded, counts."""
+    counts = np.bincount(row, minlength=rows)
+    position = np.arange(len(row)) - np.r_[0, np.cumsum(counts)[:-1]][row]
+    padded = np.zeros((rows, max(int(counts.max(initial=0)), 1)), dtype=object if dtype == "string" else dtype)
+    if dtype == "string":
+        padded[:] = b""
+    padded[row, position] = values
+    return padded, counts
+
+
 def session_columns(events: pd.DataFrame, spec: dict) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Events -> (sequence keys in order of first appearance, every raw input [sessions, events]
-    right-padded, real events per session): one request of all of them, every event kept."""
+    right-padded, real events per session): one request of all of them, every event kept.
+    A session-aware spec (`history`): one request row per user, its current session (`current_sessions`)
+    with its history; the keys are the users."""
+    if spec.get("history"):
+        return current_sessions(events, spec)
     sessions, keys = pd.factorize(events[spec["sequence_key"]], sort=False)
     order = np.argsort(sessions, kind="stable")
-    counts = np.bincount(sessions, minlength=len(keys))
-    position = np.arange(len(order)) - np.r_[0, np.cumsum(counts)[:-1]][sessions[order]]
     columns = {}
     for raw in spec["inputs"]:
-        values = events[raw["name"]].to_numpy()[order]
-        if raw["dtype"] == "string":  # requests carry text as utf-8 bytes, a missing value as b"" (as the client does)
-            values = np.array([b"" if pd.isna(v) else str(v).encode() for v in values], dtype=object)
-        padded = np.zeros((len(keys), int(counts.max())), dtype=object if raw["dtype"] == "string" else raw["dtype"])
-        padded[sessions[order], position] = values
-        columns[raw["name"]] = padded
-    return np.asarray(keys), columns, counts
+        columns[raw["name"]], counts = _rows(_wire(events[raw["name"]].to_numpy()[order], raw["dtype"]), sessions[order],
+                                             len(keys), raw["dtype"])
+    return np.asarray(keys), columns, np.bincount(sessions, minlength=len(keys))
 
 
-def transform_events(prepared_dir: Path, events: pd.DataFrame, keep: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+def current_sessions(events: pd.DataFrame, spec: dict) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Session-aware requests: per user (in order of first appearance), the current session (the one
+    that starts last, ties to the later key, as the session-aware split picks the test session) and,
+    as history inputs, all the user's events before it started, in file order (the transform keeps
+    the last it reads, `compiled.history_order`). -> (users, raw inputs with the history inputs,
+    events per current session)."""
+    history, key, time = spec["history"], spec["sequence_key"], spec["time_column"]
+    user = history["user_column"]
+    events = events.reset_index(drop=True)
+    if key not in events.columns and history["session_gap_s"]:  # sessions cut by inactivity, as prepare cut them
+        from training.events import EventColumns
+        from training.views import cut_sessions
+
+        columns = EventColumns(item=history["source"], time=time, user=user)
+        events = cut_sessions(events, columns, int(history["session_gap_s"]))  # keyed by views.DERIVED_SESSION, the key
+    sessions = events.groupby(key, sort=False).agg(user=(user, "first"), start=(time, "min")).reset_index(names="key")
+    sessions = sessions.iloc[np.lexsort((sessions["key"].to_numpy(), sessions["start"].to_numpy()))]
+    current = sessions.drop_duplicates("user", keep="last").set_index("user")
+    users = pd.unique(events[user])
+    row_of_user = pd.Series(np.arange(len(users)), index=users)
+    chosen = events[key].to_numpy() == current["key"].reindex(events[user]).to_numpy()
+    session_rows = row_of_user.reindex(events[user][chosen]).to_numpy()
+    order = np.argsort(session_rows, kind="stable")
+    columns = {}
+    for raw in spec["inputs"]:
+        columns[raw["name"]], counts = _rows(_wire(events[raw["name"]].to_numpy()[chosen][order], raw["dtype"]),
+                                             session_rows[order], len(users), raw["dtype"])
+    starts = current["start"].reindex(events[user]).to_numpy()
+    times = events[time].to_numpy().astype(np.int64)
+    before = times < starts
+    history_rows = row_of_user.reindex(events[user][before]).to_numpy()
+    order = np.argsort(history_rows, kind="stable")  # in file order: the transform sorts and keeps the last ones
+    item_dtype = next(raw["dtype"] for raw in spec["inputs"] if raw["name"] == history["source"])
+    inputs = history["inputs"]
+    columns[inputs["item"]], history_counts = _rows(_wire(events[history["source"]].to_numpy()[before][order], item_dtype),
+                                                    history_rows[order], len(users), item_dtype)
+    columns[inputs["time"]], _ = _rows(times[before][order], history_rows[order], len(users), "int64")
+    columns[inputs["count"]] = history_counts.astype(np.int32)
+    return np.asarray(users), columns, counts
+
+
+def transform_events(prepared_dir: Path, events: pd.DataFrame, keep: int | None = None, history: bool = True,
+                     spec: dict | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Raw events -> (sequence keys, every output of the workflow's request-time transform,
     events kept per session), as the served transform step computes them, with no request bound.
-    keep: events kept per session instead of the workflow's last max_events (every prefix's inputs)."""
+    keep: events kept per session instead of the workflow's last max_events (every prefix's inputs);
+    history: False answers every session alone (a session-only model of session-aware data), True
+    each user's current session with their history where the data has one; spec: another spec
+    than the prepared folder's (export's narrowed one)."""
     from model_repository.transform.compiled import RequestTransform
 
-    spec = load(prepared_dir)
+    spec = spec if spec is not None else load(prepared_dir)
     spec = spec if keep is None else {**spec, "max_events": keep, "model_events": keep}
+    spec = spec if history else {**spec, "history": None}
     keys, columns, counts = session_columns(events.reset_index(drop=True), spec)
     transform = RequestTransform(prepared_dir, spec=spec)
     return keys, transform.transform(columns, counts), np.minimum(counts, spec["max_events"])

@@ -12,6 +12,12 @@ are kept (`time_features`, the one definition `training.prepare` uses too); list
 (`model_events`; seen items `max_events`), whatever the request's length: the model step's
 inputs then have one shape, so Triton's dynamic batcher can merge requests there (the model
 trims the common padding off again).
+
+Session-aware models (`history` in the spec) also take the user's earlier events per session:
+`history_<item>` and `history_<time>` [B, H'] right-padded, `history_count` [B] (0 allowed). Of
+those, the events strictly before the session's first event are kept (never its own), sorted by
+time (stable), the last `history["events"]`, their items encoded as the session's items are:
+`history_item_list` [B, events] right-padded with 0 (`history_codes`, also what prepare stores).
 """
 from __future__ import annotations
 
@@ -59,6 +65,30 @@ def _padded(values: np.ndarray, real: np.ndarray, width: int, dtype) -> np.ndarr
     return out
 
 
+HISTORY_PREFIX = "history_"  # history_<item column>, history_<time column>: a session's earlier events
+HISTORY_COUNT = "history_count"  # real history events per session
+
+
+def history_inputs(item_column: str, time_column: str) -> dict[str, str]:
+    """The request's history inputs: role -> input name."""
+    return {"item": HISTORY_PREFIX + item_column, "time": HISTORY_PREFIX + time_column, "count": HISTORY_COUNT}
+
+
+def history_order(times: np.ndarray, count: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which history events a session reads: of each row's first `count` events [B, H'], those
+    strictly before the session's `starts` [B], by time (stable: ties keep their order), the last
+    `n`. -> (their positions [B, <= n] right-padded, mask)."""
+    rows, width = times.shape
+    real = (np.arange(width)[None, :] < count[:, None]) & (times < starts[:, None])
+    order = np.argsort(np.where(real, times, np.iinfo(np.int64).max), axis=1, kind="stable")
+    total = real.sum(axis=1)
+    kept = np.minimum(total, n)
+    positions = np.arange(max(int(kept.max(initial=0)), 0))[None, :]
+    index = order[np.arange(rows)[:, None], np.minimum((total - kept)[:, None] + positions, max(width - 1, 0))] if width else \
+        np.zeros((rows, positions.shape[1]), np.int64)
+    return index, positions < kept[:, None]
+
+
 class RequestError(ValueError):
     """A bad request: the message names the input, the expected and the received value."""
 
@@ -104,6 +134,8 @@ class RequestTransform:
         self.max_id_bytes = max_id_bytes  # bytes per string value
         self.outputs = self.spec["outputs"]
         self.time_features = self.spec.get("time_features") or {"features": [], "timezone": "UTC"}
+        self.history = self.spec.get("history")  # {"name", "source", "events", "inputs": {"item", "time", "count"}}
+        self.history_inputs = dict(self.history["inputs"]) if self.history else {}
         self.categories = {
             step["categories"]: _Categories(folder / "workflow" / step["categories"], int(self.spec["oov_code"]))
             for output in self.outputs for step in output["steps"] if step["op"] == "categorify"
@@ -127,7 +159,10 @@ class RequestTransform:
         if len(bad):
             raise RequestError(f"input 'event_count': expected 1..{width} (the row's width) for every session, "
                                f"got {int(event_count[bad[0]])} for session {int(bad[0])}")
-        for name, dtype in self.inputs.items():
+        if self.history:
+            self._check_history(columns, rows)
+        for name, dtype in self._value_inputs().items():
+            width = columns[name].shape[1]
             if dtype == "string" and self.max_id_bytes is not None and columns[name].size:
                 sizes = np.fromiter(map(len, columns[name].ravel()), np.int64, columns[name].size)
                 if sizes.max() > self.max_id_bytes:
@@ -137,6 +172,29 @@ class RequestTransform:
             if dtype == "float64" and np.isinf(columns[name]).any():
                 row = int(np.flatnonzero(np.isinf(columns[name]).any(axis=1))[0])
                 raise RequestError(f"input {name!r}: expected finite numbers (NaN means missing), got inf in session {row}")
+
+    def _value_inputs(self) -> dict[str, str]:
+        """Every input holding event values -> its dtype (history items are items)."""
+        if not self.history:
+            return self.inputs
+        return {**self.inputs, self.history_inputs["item"]: self.inputs[self.history["source"]]}
+
+    def _check_history(self, columns: dict[str, np.ndarray], rows: int) -> None:
+        items, times, count = (self.history_inputs[role] for role in ("item", "time", "count"))
+        width = columns[items].shape[1] if columns[items].ndim == 2 else -1
+        for name in (items, times):
+            if columns[name].ndim != 2 or columns[name].shape[0] != rows or columns[name].shape[1] != width:
+                raise RequestError(f"input {name!r}: expected shape [{rows}, history events] like {items!r}, "
+                                   f"got {list(columns[name].shape)}")
+        if self.max_request_events is not None and rows * width > self.max_request_events:
+            raise RequestError(f"input {items!r}: expected at most {self.max_request_events} history events per request "
+                               f"(sessions x events per row), got {rows} x {width} = {rows * width}")
+        counts = np.asarray(columns[count]).reshape(-1)
+        bad = np.flatnonzero((counts < 0) | (counts > width)) if len(counts) == rows else [0]
+        if len(bad):
+            got = f"{int(counts[bad[0]])} for session {int(bad[0])}" if len(counts) == rows else f"{len(counts)} values"
+            raise RequestError(f"input {count!r}: expected 0..{width} (the history rows' width) for each of {rows} "
+                               f"sessions, got {got}")
 
     def transform(self, columns: dict[str, np.ndarray], event_count: np.ndarray) -> dict[str, np.ndarray]:
         event_count = np.asarray(event_count, dtype=np.int64).reshape(-1)
@@ -163,7 +221,19 @@ class RequestTransform:
             seen_index, seen_real = self._last(order, event_count, self.max_events)
             codes = self._apply(item, columns[item["source"]][row_index, seen_index])
             out[self.seen["name"]] = _padded(codes, seen_real, self.max_events, np.int64)
+        if self.history:
+            start = np.take_along_axis(times, first[:, None], axis=1)[:, 0]  # the session's earliest event sent
+            out[self.history["name"]] = self.history_codes(columns, start)
         return out
+
+    def history_codes(self, columns: dict[str, np.ndarray], starts: np.ndarray) -> np.ndarray:
+        """The sessions' history item codes [B, events], right-padded with 0 (`history_order`)."""
+        items, times, count = (columns[self.history_inputs[role]] for role in ("item", "time", "count"))
+        n = int(self.history["events"])
+        index, real = history_order(np.asarray(times, dtype=np.int64), np.asarray(count, dtype=np.int64).reshape(-1), starts, n)
+        item = next(o for o in self.outputs if o["source"] == self.history["source"] and o["kind"] == "list")
+        values = items[np.arange(len(starts))[:, None], index] if index.size else np.zeros(index.shape, items.dtype)
+        return _padded(self._apply(item, values), real, n, np.int64)
 
     def _derived(self, times: np.ndarray, order: np.ndarray, event_count: np.ndarray) -> dict[str, np.ndarray]:
         """The time features of every real event [B, W], at the events' places in the request, over

@@ -1,7 +1,7 @@
 """Triton python model: the feature-transform step (raw session events -> model inputs).
 
 Each request is transformed on its own (`compiled.RequestTransform`, built from the
-fitted workflow at export); a bad request gets INVALID_ARG naming the input, and the
+fitted workflow at export; with the user's earlier events for a session-aware model); a bad request gets INVALID_ARG naming the input, and the
 other requests of the same batch are answered normally. The request bounds are the
 config's parameters `max_request_events` and `max_id_bytes` (set by export).
 """
@@ -28,7 +28,7 @@ class TritonPythonModel:
     def _answer(self, request):
         try:
             columns = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                       for name in self.transform.inputs}
+                       for name in [*self.transform.inputs, *self.transform.history_inputs.values()]}
             counts = pb_utils.get_input_tensor_by_name(request, "event_count").as_numpy()
             outputs = self.transform.transform(columns, counts)
         except RequestError as error:
