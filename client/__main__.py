@@ -1,4 +1,5 @@
-"""`python -m client`: recommend for the sessions of an events file (parquet or csv) and print them.
+"""`python -m client`: recommend for the sessions of an events file (parquet or csv) and print them
+(a session-aware model: for each user's current session, keyed by the user).
 
     python -m client --url localhost:8001 --input events.parquet --k 10 [--json]
 """

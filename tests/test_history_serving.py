@@ -39,14 +39,14 @@ TINY = ["model.d_model=16", "model.n_layers=1", "model.n_heads=1", f"model.histo
 @pytest.fixture(scope="module")
 def session_aware(tmp_path_factory):
     """Synthetic users with several sessions, cut by a 30-minute gap (the mapping names no session
-    column), gap and hour features; leave-one-session-out."""
+    column), time features (gap, hour, the items' age and recent events); leave-one-session-out."""
     folder = tmp_path_factory.mktemp("session_aware")
     synthetic.generate_events(synthetic.SyntheticConfig(n_events=20_000, n_users=400, user_taste=0.8, seed=5)).to_parquet(
         folder / "events.parquet")
     (folder / "mapping.yaml").write_text(synthetic.mapping_yaml().replace("session: session_id\n", ""))
     out = folder / "prepared"
     prepare.run(prepare.PrepareArgs(dataset=str(folder / "events.parquet"), mapping=folder / "mapping.yaml",
-                                    view="session-aware", split="loo", max_length=MAX_LENGTH, time_features=("gap", "hour"),
+                                    view="session-aware", split="loo", max_length=MAX_LENGTH, time_features=("gap", "hour", "age", "recent"),
                                     out=out))
     events, columns, key = prepare.raw_events(out)
     return out, events, columns, key

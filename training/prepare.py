@@ -41,7 +41,7 @@ from training.events import EventColumns, EventsError, check_continuous, read_ev
 from training.features import column_roles
 from training.progress import note
 from training.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
-from model_repository.transform.compiled import TIME_FEATURES, time_features
+from model_repository.transform.compiled import ITEM_FEATURES, ITEM_TIMES, TIME_FEATURES, ItemTimes, fit_item_times, time_features
 
 BUILTIN = ("ml-1m", "ml-100k", "synthetic")
 # (view, split, max_length) when not given: the published protocol per dataset
@@ -142,16 +142,24 @@ def raw_events(prepared_dir: Path) -> tuple[pd.DataFrame, EventColumns, str]:
     return events, columns, key
 
 
-def add_time_features(events: pd.DataFrame, key: str, time: str, features, timezone: str, max_length: int) -> pd.DataFrame:
+def add_time_features(events: pd.DataFrame, key: str, time: str, features, timezone: str, max_length: int,
+                      item: str | None = None, item_times: ItemTimes | None = None) -> pd.DataFrame:
     """The events (sorted by sequence, then time) with their time features' columns, computed over
     each sequence's last `max_length` events (the events a request keeps; the first of them starts
-    the sequence for gap and elapsed), as the served transform computes them."""
+    the sequence for gap and elapsed), as the served transform computes them; the item features
+    (age, recent) from the events' `item` by the training statistics `item_times`."""
     events = views.sort_events(events, key, time)
     keys = events[key].to_numpy()
     starts, lengths = views.sequence_bounds(keys)
     first = np.zeros(len(keys), dtype=bool)
     first[starts + np.maximum(lengths - max_length, 0)] = True
-    return events.assign(**time_features(features, events[time].to_numpy(), first, timezone))
+    columns = time_features(features, events[time].to_numpy(), first, timezone)
+    if item_times is not None:
+        items = events[item].to_numpy()
+        if item_times.rows.text:  # the lookup takes values as requests carry them
+            items = np.array([str(v).encode() for v in items], dtype=object)
+        columns.update(item_times.features(features, items, events[time].to_numpy()))
+    return events.assign(**columns)
 
 
 def check_time_features(args: PrepareArgs, columns: EventColumns) -> tuple[str, ...]:
@@ -260,9 +268,14 @@ def run(args: PrepareArgs) -> dict:
     training_rows, window_keys = per_split["train"], None
     if args.long_sequences == "split":
         training_rows, window_keys = views.split_long_sequences(per_split["train"], key, columns.time, max_length)
+    item_table = None  # the items' first time and recent events, of training events only
+    if set(derived) & set(ITEM_FEATURES):
+        item_table = fit_item_times(per_split["train"][columns.item], per_split["train"][columns.time].to_numpy())
     if derived:  # per row as a request holds it: a sequence's last max_length events (a split row: its own)
+        item_times = ItemTimes(None, item_table) if item_table is not None else None
+
         def timed(frame):
-            return add_time_features(frame, key, columns.time, derived, args.timezone, max_length)
+            return add_time_features(frame, key, columns.time, derived, args.timezone, max_length, columns.item, item_times)
 
         per_split = {name: timed(frame) for name, frame in per_split.items()}
         training_rows = per_split["train"] if window_keys is None else timed(training_rows)
@@ -292,6 +305,8 @@ def run(args: PrepareArgs) -> dict:
         if window_keys is not None:  # the training rows keyed by their sequence again
             outputs["train"][key] = window_keys.reindex(outputs["train"][key].to_numpy()).to_numpy()
         save_workflow(workflow, staging / prepared.WORKFLOW_DIR)
+        if item_table is not None:
+            item_table.to_parquet(staging / prepared.WORKFLOW_DIR / ITEM_TIMES, index=False)
         shutil.rmtree(staging / "fit")
         schema = workflow.output_schema
         if view == "session-aware":
@@ -302,7 +317,7 @@ def run(args: PrepareArgs) -> dict:
         continuous = {name for name, column in features.items() if column["role"] in ("continuous", "context_continuous")}
         request_transform.write(request_transform.compile_workflow(
             workflow, staging / prepared.WORKFLOW_DIR / "categories", continuous,
-            {"features": list(derived), "timezone": args.timezone},
+            {"features": list(derived), "timezone": args.timezone, "item_column": columns.item},
             {"source": columns.item, "user_column": columns.user,  # requests carry the user's earlier events
              "session_gap_s": int(args.session_gap_minutes * 60) if cut_by_gap else 0}
             if view == "session-aware" else None), staging)

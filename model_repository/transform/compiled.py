@@ -33,7 +33,45 @@ TIME_FEATURES = {
     "elapsed": ("time_elapsed_log",),  # log1p(seconds since the sequence's first event)
     "hour": ("hour_sin", "hour_cos"),  # the time of day on a circle, in the --timezone
     "weekday": ("weekday_sin", "weekday_cos"),  # the time of week on a circle (Monday 0:00 = angle 0)
+    # from the event's item and time, by the item's training statistics (ITEM_TIMES; 0 for an item unknown to training)
+    "age": ("item_age_log",),  # log1p(seconds since the item's first training event), 0 before it
+    "recent": ("item_recent_log",),  # log1p(the item's training events in training's last RECENT_DAYS days)
 }
+ITEM_FEATURES = ("age", "recent")  # the features that read ITEM_TIMES
+ITEM_TIMES = "item_times.parquet"  # in the workflow folder: item, first_time, recent_events (training only)
+RECENT_DAYS = 7
+
+
+def fit_item_times(items: pd.Series, times: np.ndarray) -> pd.DataFrame:
+    """Training events' items and times -> per item its first time and its events in the last
+    RECENT_DAYS days before training's last event (the table ITEM_TIMES holds)."""
+    times = np.asarray(times, dtype=np.int64)
+    recent = times > (times.max() - RECENT_DAYS * 86_400 if len(times) else 0)
+    frame = pd.DataFrame({"item": items.to_numpy(), "first_time": times, "recent_events": recent.astype(np.int64)})
+    table = frame.groupby("item", sort=True).agg(first_time=("first_time", "min"), recent_events=("recent_events", "sum"))
+    return table.reset_index()
+
+
+class ItemTimes:
+    """The ITEM_TIMES table as a lookup of request values (text as utf-8 bytes, as requests carry it)."""
+
+    def __init__(self, path: Path | None, table: pd.DataFrame | None = None):
+        table = pd.read_parquet(path) if table is None else table.reset_index(drop=True)
+        self.rows = _Categories(path, -1, table)  # item value -> its row, -1 unknown
+        self.first_time = table["first_time"].to_numpy(np.int64)
+        self.recent = np.log1p(table["recent_events"].to_numpy(np.float64))
+
+    def features(self, features, items: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
+        """The item features of events (`items`, `times` of one shape): {column: float64}."""
+        row = self.rows.encode(items)
+        known = row >= 0
+        out = {}
+        if "age" in features:
+            age = np.maximum(np.asarray(times, np.int64) - self.first_time[np.where(known, row, 0)], 0)
+            out["item_age_log"] = np.where(known, np.log1p(age.astype(np.float64)), 0.0)
+        if "recent" in features:
+            out["item_recent_log"] = np.where(known, self.recent[np.where(known, row, 0)], 0.0)
+        return out
 
 
 def time_features(features, times: np.ndarray, first: np.ndarray, timezone: str = "UTC") -> dict[str, np.ndarray]:
@@ -96,9 +134,9 @@ class RequestError(ValueError):
 class _Categories:
     """Value -> code of one categorified column: a dict for text, binary search for numbers."""
 
-    def __init__(self, path: Path, oov_code: int):
+    def __init__(self, path: Path, oov_code: int, table: pd.DataFrame | None = None):
         self.oov_code = oov_code
-        table = pd.read_parquet(path)
+        table = pd.read_parquet(path) if table is None else table
         values = table[table.columns[0]]
         codes = values.index.to_numpy().astype(np.int64)
         self.text = values.dtype == object
@@ -134,6 +172,8 @@ class RequestTransform:
         self.max_id_bytes = max_id_bytes  # bytes per string value
         self.outputs = self.spec["outputs"]
         self.time_features = self.spec.get("time_features") or {"features": [], "timezone": "UTC"}
+        self.item_times = (ItemTimes(folder / "workflow" / ITEM_TIMES)
+                           if set(self.time_features["features"]) & set(ITEM_FEATURES) else None)
         self.history = self.spec.get("history")  # {"name", "source", "events", "inputs": {"item", "time", "count"}}
         self.history_inputs = dict(self.history["inputs"]) if self.history else {}
         self.categories = {
@@ -208,6 +248,9 @@ class RequestTransform:
         row_index = np.arange(rows)[:, None]
         model_index, model_real = self._last(order, event_count, self.model_events)
         derived = self._derived(columns[self.time_column], order, event_count)
+        if self.item_times is not None:  # per event, from its item and time
+            item = self.time_features["item_column"]
+            derived.update(self.item_times.features(self.time_features["features"], columns[item], columns[self.time_column]))
         for output in self.outputs:
             raw = derived[output["source"]] if output["source"] in derived else columns[output["source"]]
             if output["kind"] == "list":
