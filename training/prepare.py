@@ -317,7 +317,8 @@ def run(args: PrepareArgs) -> dict:
         continuous = {name for name, column in features.items() if column["role"] in ("continuous", "context_continuous")}
         request_transform.write(request_transform.compile_workflow(
             workflow, staging / prepared.WORKFLOW_DIR / "categories", continuous,
-            {"features": list(derived), "timezone": args.timezone, "item_column": columns.item},
+            {"features": list(derived), "timezone": args.timezone,
+             **({"item_column": columns.item} if item_table is not None else {})},  # the item features read it
             {"source": columns.item, "user_column": columns.user,  # requests carry the user's earlier events
              "session_gap_s": int(args.session_gap_minutes * 60) if cut_by_gap else 0}
             if view == "session-aware" else None), staging)
