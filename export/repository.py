@@ -27,7 +27,7 @@ from export import configs
 from export.configs import Step, Tensor
 from export.torchscript import OUTPUTS, PRECISIONS, SEEN, ExportError, history_events, input_names, kept_events, trace
 from export.transform_spec import compile_workflow
-from model_repository.transform.compiled import ITEM_FEATURES, ITEM_TIMES
+from model_repository.transform.compiled import ITEM_TIMES, reads_item_times
 
 SOURCES = Path(__file__).resolve().parent.parent / "model_repository"
 PAUSE_ENV = "HF4REC_EXPORT_PAUSE_S"  # tests: seconds to sleep between staging and publishing
@@ -218,7 +218,7 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
             _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
             category_files = Path(prepared.WORKFLOW_DIR) / "categories"  # plain parquet; the pickled workflow stays behind
             shutil.copytree(run / run_dir.DATA / category_files, transform_dir / category_files)
-            if set((transform["time_features"] or {}).get("features", [])) & set(ITEM_FEATURES):  # the items' training times
+            if reads_item_times(transform["time_features"]):  # the items' training statistics
                 shutil.copy2(run / run_dir.DATA / prepared.WORKFLOW_DIR / ITEM_TIMES, transform_dir / prepared.WORKFLOW_DIR / ITEM_TIMES)
             (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
             model_dir = staging / names["model"] / str(version)

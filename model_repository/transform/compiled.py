@@ -116,15 +116,25 @@ def history_order(times: np.ndarray, count: np.ndarray, starts: np.ndarray, n: i
     """Which history events a session reads: of each row's first `count` events [B, H'], those
     strictly before the session's `starts` [B], by time (stable: ties keep their order), the last
     `n`. -> (their positions [B, <= n] right-padded, mask)."""
-    rows, width = times.shape
+    width = times.shape[1]
     real = (np.arange(width)[None, :] < count[:, None]) & (times < starts[:, None])
-    order = np.argsort(np.where(real, times, np.iinfo(np.int64).max), axis=1, kind="stable")
-    total = real.sum(axis=1)
-    kept = np.minimum(total, n)
-    positions = np.arange(max(int(kept.max(initial=0)), 0))[None, :]
-    index = order[np.arange(rows)[:, None], np.minimum((total - kept)[:, None] + positions, max(width - 1, 0))] if width else \
-        np.zeros((rows, positions.shape[1]), np.int64)
+    order = np.argsort(np.where(real, times, np.iinfo(np.int64).max), axis=1, kind="stable")  # real events first
+    return last_events(order, real.sum(axis=1), n)
+
+
+def last_events(order: np.ndarray, count: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of each row's last n of its `count` events in time order (`order`: real events
+    first, by time), right-padded, and their mask."""
+    kept = np.minimum(count, n)
+    positions = np.arange(int(kept.max(initial=0)))[None, :]
+    start = (count - kept)[:, None]
+    index = order[np.arange(len(order))[:, None], np.clip(start + positions, 0, max(order.shape[1] - 1, 0))]
     return index, positions < kept[:, None]
+
+
+def reads_item_times(time_features: dict | None) -> bool:
+    """Whether the time features read the items' training statistics (ITEM_TIMES)."""
+    return bool(set((time_features or {}).get("features", [])) & set(ITEM_FEATURES))
 
 
 class RequestError(ValueError):
@@ -172,8 +182,7 @@ class RequestTransform:
         self.max_id_bytes = max_id_bytes  # bytes per string value
         self.outputs = self.spec["outputs"]
         self.time_features = self.spec.get("time_features") or {"features": [], "timezone": "UTC"}
-        self.item_times = (ItemTimes(folder / "workflow" / ITEM_TIMES)
-                           if set(self.time_features["features"]) & set(ITEM_FEATURES) else None)
+        self.item_times = ItemTimes(folder / "workflow" / ITEM_TIMES) if reads_item_times(self.time_features) else None
         self.history = self.spec.get("history")  # {"name", "source", "events", "inputs": {"item", "time", "count"}}
         self.history_inputs = dict(self.history["inputs"]) if self.history else {}
         self.categories = {
@@ -246,7 +255,7 @@ class RequestTransform:
         first = order[:, 0]
         out = {}
         row_index = np.arange(rows)[:, None]
-        model_index, model_real = self._last(order, event_count, self.model_events)
+        model_index, model_real = last_events(order, event_count, self.model_events)
         derived = self._derived(columns[self.time_column], order, event_count)
         if self.item_times is not None:  # per event, from its item and time
             item = self.time_features["item_column"]
@@ -261,7 +270,7 @@ class RequestTransform:
                 out[output["name"]] = values.astype(output["dtype"])
         if self.seen:  # the session's items the model leaves out: all the workflow keeps, more than it reads
             item = next(o for o in self.outputs if o["source"] == self.seen["source"] and o["kind"] == "list")
-            seen_index, seen_real = self._last(order, event_count, self.max_events)
+            seen_index, seen_real = last_events(order, event_count, self.max_events)
             codes = self._apply(item, columns[item["source"]][row_index, seen_index])
             out[self.seen["name"]] = _padded(codes, seen_real, self.max_events, np.int64)
         if self.history:
@@ -275,7 +284,7 @@ class RequestTransform:
         n = int(self.history["events"])
         index, real = history_order(np.asarray(times, dtype=np.int64), np.asarray(count, dtype=np.int64).reshape(-1), starts, n)
         item = next(o for o in self.outputs if o["source"] == self.history["source"] and o["kind"] == "list")
-        values = items[np.arange(len(starts))[:, None], index] if index.size else np.zeros(index.shape, items.dtype)
+        values = items[np.arange(len(starts))[:, None], index]
         return _padded(self._apply(item, values), real, n, np.int64)
 
     def _derived(self, times: np.ndarray, order: np.ndarray, event_count: np.ndarray) -> dict[str, np.ndarray]:
@@ -296,15 +305,6 @@ class RequestTransform:
             out[column] = np.zeros((rows, width), dtype=np.float64)
             out[column][row_index, place] = flat
         return out
-
-    @staticmethod
-    def _last(order: np.ndarray, event_count: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of each row's last n events in time order, right-padded, and their mask."""
-        kept = np.minimum(event_count, n)
-        positions = np.arange(int(kept.max()))[None, :]
-        start = (event_count - kept)[:, None]
-        index = order[np.arange(len(order))[:, None], np.minimum(start + positions, order.shape[1] - 1)]
-        return index, positions < kept[:, None]
 
     def _apply(self, output: dict, values: np.ndarray) -> np.ndarray:
         for step in output["steps"]:
