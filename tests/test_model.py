@@ -261,3 +261,22 @@ def test_horizon_trains_each_state_on_the_next_events_with_decaying_weights():
     calls.clear()
     task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
     assert len(calls) == 1, "horizon 1: the next event only"
+
+
+def test_continuous_inputs_start_at_the_item_vectors_scale():
+    """Six unit-variance time features must not drown the item at initialisation (torch's default
+    linear init, weights up to 1, made them ~50x the 0.02 item vectors and stalled training)."""
+    spec = FeatureSpec(item="items", item_cardinality=500, continuous=tuple(f"time_{i}" for i in range(6)))
+    torch.manual_seed(0)
+    inputs = NextItemModel(spec, ModelConfig(architecture="gpt2", task="clm", d_model=64, n_layers=1, n_heads=1,
+                                             max_length=10, dropout=0.0)).inputs.eval()
+    generator = torch.Generator().manual_seed(1)
+    items = torch.randint(FIRST_ITEM_CODE, 500, (256, 8), generator=generator)
+    times = {name: torch.randn(256, 8, generator=generator) for name in spec.continuous}
+    other_items = torch.randint(FIRST_ITEM_CODE, 500, (256, 8), generator=generator)
+    other_times = {name: torch.randn(256, 8, generator=generator) for name in spec.continuous}
+    with torch.no_grad():
+        base = inputs({spec.item: items, **times})
+        by_item = (inputs({spec.item: other_items, **times}) - base).norm(dim=-1).mean()
+        by_time = (inputs({spec.item: items, **other_times}) - base).norm(dim=-1).mean()
+    assert by_time < 1.5 * by_item, (float(by_time), float(by_item))  # comparable; the default init: by_time ~ 30 x by_item
