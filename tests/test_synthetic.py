@@ -36,3 +36,37 @@ def test_next_item_is_predictable_from_the_current_item(synthetic_events):
     best_successor_share = pairs.groupby("item")["next"].agg(lambda n: n.value_counts().iloc[0]).sum() / len(pairs)
     popularity_share = pairs["next"].value_counts().iloc[0] / len(pairs)
     assert best_successor_share > 0.55 and best_successor_share > 2.5 * popularity_share
+
+
+def _top_category_share(events: pd.DataFrame, key: pd.Series) -> float:
+    """Share of events in the most frequent category of their `key` group."""
+    counts = events.groupby([key, "category"]).size()
+    return counts.groupby(level=0).max().sum() / len(events)
+
+
+def test_the_clock_tells_what_a_session_browses():
+    """With daypart_taste, each 6-hour part of the day (UTC) has its category; without, the part of
+    the day says no more about the category than the catalogue's most popular category does."""
+    daypart = lambda events: (events.groupby("session_id")["timestamp"].transform("min") % 86_400) // 21_600
+    base = dict(n_events=20_000, n_categories=20, seed=3)
+    plain = generate_events(SyntheticConfig(**base))
+    timed = generate_events(SyntheticConfig(**base, daypart_taste=0.5))
+    everywhere = lambda events: pd.Series(0, index=events.index)
+    assert _top_category_share(plain, daypart(plain)) < _top_category_share(plain, everywhere(plain)) + 0.02
+    assert _top_category_share(timed, daypart(timed)) > _top_category_share(timed, everywhere(timed)) + 0.2
+    hours = (timed.groupby("session_id")["timestamp"].min() % 86_400) // 3_600
+    assert hours.nunique() == 24  # sessions start around the clock
+
+
+def test_a_users_earlier_sessions_tell_the_categories_of_the_last():
+    """With user_taste, the categories of a user's earlier sessions predict their last session's;
+    without, no better than the catalogue's most popular category."""
+    def hit_share(events: pd.DataFrame) -> float:
+        last = events.groupby("user_id")["session_id"].transform("max") == events["session_id"]
+        favourite = events[~last].groupby("user_id")["category"].agg(lambda c: set(c.value_counts().index[:2]))
+        test = events[last & events["user_id"].isin(favourite.index)]
+        return float(test.apply(lambda e: e["category"] in favourite[e["user_id"]], axis=1).mean())
+
+    base = dict(n_events=20_000, n_users=300, n_categories=20, seed=3)
+    assert hit_share(generate_events(SyntheticConfig(**base, user_taste=0.8))) > 0.5
+    assert hit_share(generate_events(SyntheticConfig(**base))) < 0.25

@@ -10,7 +10,11 @@ What a model can learn from it (so tests can check that training learns):
   session's first item and that share of its browse steps come from the user's current
   favourites (popularity-weighted), and before each of a user's sessions one favourite is
   replaced with probability `taste_drift`; a user's earlier sessions then tell what the next
-  session browses, which the session alone tells only after its first events.
+  session browses, which the session alone tells only after its first events;
+- with `daypart_taste` > 0 (time carries signal), each of the day's four 6-hour parts (UTC) has a
+  category, and that share of a session's first item and browse steps comes from the category of
+  the hour the session starts in (before user taste takes its share of the rest): the clock then
+  tells what a session browses, which item ids alone tell only after its first events.
 
     python -m training.datasets.synthetic --out DIR [--events N] [--set FIELD=VALUE ...]
 
@@ -42,6 +46,7 @@ COLUMNS = EventColumns(
 DEVICES = np.array(["mobile", "desktop", "tablet", "app"])
 FIRST_ITEM_ID = 100_000  # original item ids are not their codes: serving must map codes back
 START_TIME = 1_700_000_000  # 2023-11-14, unix seconds
+DAYPARTS = 4  # parts of the day with their own category (daypart_taste)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class SyntheticConfig:
     user_taste: float = 0.0  # share of first items and browse steps from the user's favourite categories (0: none)
     taste_categories: int = 2  # favourite categories per user
     taste_drift: float = 0.1  # chance that one favourite is replaced before each of a user's sessions
+    daypart_taste: float = 0.0  # share of first items and browse steps from the category of the session's time of day
     seed: int = 0
 
 
@@ -64,7 +70,7 @@ def _check(config: SyntheticConfig) -> None:
     for name in ("n_events", "n_items", "n_users", "n_categories", "n_days", "taste_categories"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name}: expected 1 or more, got {getattr(config, name)}")
-    for name in ("follow_prob", "user_taste", "taste_drift"):
+    for name in ("follow_prob", "user_taste", "taste_drift", "daypart_taste"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"{name}: expected a share in [0, 1], got {getattr(config, name)}")
     if config.taste_categories > config.n_categories:
@@ -124,32 +130,51 @@ def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame
     max_length = int(lengths.max())
     items = np.full((n_sessions, max_length), -1, dtype=np.int64)
     items[:, 0] = rng.choice(n_items, n_sessions, p=popularity)
-    taste = None
+    draw = _taste_sampler(item_category, popularity)
+    steers = []  # each replaces its share of the drawn items, in order (a later one takes from the earlier's)
     if config.user_taste > 0:  # its own stream: at user_taste 0 the events are those of before
         taste_rng = np.random.default_rng([config.seed, 1])
         taste_users = taste_rng.integers(0, config.n_users, n_sessions)
         favourites = _favourites(taste_rng, config, taste_users)
-        draw = _taste_sampler(item_category, popularity)
 
         def taste(picked: np.ndarray) -> np.ndarray:
             use = taste_rng.random(n_sessions) < config.user_taste
             category = favourites[np.arange(n_sessions), taste_rng.integers(0, config.taste_categories, n_sessions)]
             return np.where(use, draw(category, taste_rng.random(n_sessions)), picked)
 
-        items[:, 0] = taste(items[:, 0])
+        steers.append(taste)
+    starts = None
+    if config.daypart_taste > 0:  # its own stream for the start times, known before the items
+        clock_rng = np.random.default_rng([config.seed, 2])
+        starts = START_TIME + np.sort(clock_rng.integers(0, config.n_days * 86_400, n_sessions))
+        daypart_category = clock_rng.choice(config.n_categories, DAYPARTS, replace=False)
+        session_category = daypart_category[(starts % 86_400) // (86_400 // DAYPARTS)]
+
+        def daypart(picked: np.ndarray) -> np.ndarray:
+            use = clock_rng.random(n_sessions) < config.daypart_taste
+            return np.where(use, draw(session_category, clock_rng.random(n_sessions)), picked)
+
+        steers.append(daypart)
+
+    def steer(picked: np.ndarray) -> np.ndarray:
+        for one in steers:
+            picked = one(picked)
+        return picked
+
+    items[:, 0] = steer(items[:, 0])
     for position in range(1, max_length):
         alive = lengths > position
         follow = rng.random(n_sessions) < config.follow_prob
-        browse = rng.choice(n_items, n_sessions, p=popularity)
-        if taste is not None:
-            browse = taste(browse)
+        browse = steer(rng.choice(n_items, n_sessions, p=popularity))
         step = np.where(follow, successor[items[:, position - 1]], browse)
         items[:, position] = np.where(alive, step, -1)
 
     session_user = rng.integers(0, config.n_users, n_sessions)
-    if taste is not None:
+    if config.user_taste > 0:
         session_user = taste_users
     session_start = START_TIME + np.sort(rng.integers(0, config.n_days * 86_400, n_sessions))
+    if starts is not None:
+        session_start = starts
     session_device = rng.integers(0, len(DEVICES), n_sessions)
     gaps = rng.exponential(45.0, (n_sessions, max_length)).astype(np.int64) + 1
     gaps[:, 0] = 0
