@@ -109,8 +109,17 @@ def _taste_sampler(item_category: np.ndarray, popularity: np.ndarray):
     return draw
 
 
-def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame:
-    rng = np.random.default_rng(config.seed)
+@dataclass(frozen=True)
+class Catalogue:
+    """What the generator draws items from (item codes 0..n_items-1; ids are codes + FIRST_ITEM_ID)."""
+    category: np.ndarray  # [items] category code
+    price: np.ndarray  # [items]
+    popularity: np.ndarray  # [items] share of popularity draws, sums to 1
+    successor: np.ndarray  # [items] each item's preferred successor, of its category
+
+
+def catalogue(config: SyntheticConfig, rng: np.random.Generator) -> Catalogue:
+    """The items of `config`, drawn first from the generator's main stream."""
     n_items = config.n_items
     item_category = rng.integers(0, config.n_categories, n_items)
     category_price = rng.lognormal(3.0, 0.8, config.n_categories)
@@ -124,8 +133,33 @@ def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame
         if len(members):
             weights = popularity[members] / popularity[members].sum()
             successor[members] = rng.choice(members, size=len(members), p=weights)
+    return Catalogue(item_category, item_price, popularity, successor)
 
-    n_sessions = max(1, int(config.n_events / config.mean_session_length))
+
+def session_count(config: SyntheticConfig) -> int:
+    return max(1, int(config.n_events / config.mean_session_length))
+
+
+def daypart_clock(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """(sessions' start times in order, each day part's category, the stream daypart_taste goes on
+    drawing from): the clock's own stream, so the other draws stay as without it."""
+    clock_rng = np.random.default_rng([config.seed, 2])
+    starts = START_TIME + np.sort(clock_rng.integers(0, config.n_days * 86_400, session_count(config)))
+    return starts, clock_rng.choice(config.n_categories, DAYPARTS, replace=False), clock_rng
+
+
+def daypart_of(times: np.ndarray) -> np.ndarray:
+    """The part of the day (0..DAYPARTS-1, UTC) of unix seconds."""
+    return (np.asarray(times) % 86_400) // (86_400 // DAYPARTS)
+
+
+def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame:
+    rng = np.random.default_rng(config.seed)
+    n_items = config.n_items
+    items_of = catalogue(config, rng)
+    item_category, item_price, popularity, successor = items_of.category, items_of.price, items_of.popularity, items_of.successor
+
+    n_sessions = session_count(config)
     lengths = 2 + rng.geometric(1.0 / (config.mean_session_length - 1.0), n_sessions) - 1
     max_length = int(lengths.max())
     items = np.full((n_sessions, max_length), -1, dtype=np.int64)
@@ -145,10 +179,8 @@ def generate_events(config: SyntheticConfig = SyntheticConfig()) -> pd.DataFrame
         steers.append(taste)
     starts = None
     if config.daypart_taste > 0:  # its own stream for the start times, known before the items
-        clock_rng = np.random.default_rng([config.seed, 2])
-        starts = START_TIME + np.sort(clock_rng.integers(0, config.n_days * 86_400, n_sessions))
-        daypart_category = clock_rng.choice(config.n_categories, DAYPARTS, replace=False)
-        session_category = daypart_category[(starts % 86_400) // (86_400 // DAYPARTS)]
+        starts, daypart_category, clock_rng = daypart_clock(config)
+        session_category = daypart_category[daypart_of(starts)]
 
         def daypart(picked: np.ndarray) -> np.ndarray:
             use = clock_rng.random(n_sessions) < config.daypart_taste
@@ -202,25 +234,31 @@ def mapping_yaml() -> str:
                    for role, value in COLUMNS.to_dict().items() if value)
 
 
+def config_from_settings(settings: list[str]) -> SyntheticConfig:
+    """The config of `FIELD=VALUE` settings over the defaults; ValueError names a bad one."""
+    types = {field.name: field.type for field in fields(SyntheticConfig)}
+    values = {}
+    for setting in settings:
+        field, equals, text = setting.partition("=")
+        if not equals or field not in types:
+            raise ValueError(f"--set {setting}: expected FIELD=VALUE with FIELD one of {sorted(types)}, got {field!r}")
+        try:
+            values[field] = int(text) if types[field] == "int" else float(text)
+        except ValueError:
+            raise ValueError(f"--set {setting}: expected a{'n integer' if types[field] == 'int' else ' number'}, got {text!r}") from None
+    config = replace(SyntheticConfig(), **values)
+    _check(config)
+    return config
+
+
 def parse_args(argv: list[str] | None) -> tuple[Path, SyntheticConfig]:
     parser = cli.Parser(prog="python -m training.datasets.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for events.parquet and mapping.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a SyntheticConfig field, e.g. --set n_events=200000 --set user_taste=0.8")
     args = parser.parse_args(argv)
-    types = {field.name: field.type for field in fields(SyntheticConfig)}
-    settings = {}
-    for setting in args.set:
-        field, equals, text = setting.partition("=")
-        if not equals or field not in types:
-            cli.refuse("synthetic", f"--set {setting}: expected FIELD=VALUE with FIELD one of {sorted(types)}, got {field!r}")
-        try:
-            settings[field] = int(text) if types[field] == "int" else float(text)
-        except ValueError:
-            cli.refuse("synthetic", f"--set {setting}: expected a{'n integer' if types[field] == 'int' else ' number'}, got {text!r}")
-    config = replace(SyntheticConfig(), **settings)
     try:
-        _check(config)
+        config = config_from_settings(args.set)
     except ValueError as error:
         cli.refuse("synthetic", error)
     return args.out, config
