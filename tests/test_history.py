@@ -105,6 +105,47 @@ def test_the_history_parameters_learn(task, history):
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_history_targets_train_the_history_events_and_the_boundary_on_their_next_items():
+    """task.history_targets: the whole [history, boundary, session] sequence's states (the session's
+    those of the session-only path) learn each next real item, across the boundary too; off, the
+    history's items are not targets."""
+    model = _model("gpt2", "clm", "prefix", item_dropout=0.5).train()
+    batch = _with_history(_batch([8, 3, 5]), [4, 0, 9])
+    middle = torch.cat([batch["history"][:, :2], torch.zeros(3, 3, dtype=torch.long), batch["history"][:, 2:]], dim=1)
+    model.eval()
+    with torch.no_grad():
+        hidden, codes = model.encode_with_history({**batch, "history": middle}, batch["items"])
+        session, mask = model.encode(batch)
+    for row, (history, events) in enumerate(zip(batch["history"], batch["items"])):
+        history = history[history != 0][-6:]  # history_length 6
+        events = events[events != 0]
+        expected = torch.cat([history, torch.zeros(1, dtype=torch.long), events])
+        torch.testing.assert_close(codes[row, :len(expected)], expected)
+        assert (codes[row, len(expected):] == 0).all()
+        torch.testing.assert_close(hidden[row, len(history) + 1:len(expected)], session[row, :len(events)], rtol=1e-4, atol=1e-5)
+
+    plain = _model("gpt2", "clm", "prefix")  # no item dropout: the loss by hand sees the same inputs
+    with torch.no_grad():
+        hidden, codes = plain.encode_with_history(batch, batch["items"])
+        states, targets = hidden[:, :-1], codes[:, 1:]
+        use = targets >= FIRST_ITEM_CODE  # every next real item: history's, the boundary's (the session's first), the session's
+        by_hand = torch.nn.functional.cross_entropy(plain.scores(states[use]), targets[use])
+        loss = task_loss(plain, batch, NextItemLoss(LossConfig(loss="ce")), TaskConfig(history_targets=True), torch.Generator())
+        session_only = task_loss(plain, batch, NextItemLoss(LossConfig(loss="ce")), TaskConfig(), torch.Generator())
+    torch.testing.assert_close(loss, by_hand)
+    assert use.sum() > sum(int((row != 0).sum()) - 1 for row in batch["items"]) + 3  # more than the session's targets
+    assert not torch.isclose(loss, session_only)
+
+
+def test_history_targets_need_a_prefix_history_and_clm():
+    from training.tasks import TaskConfigError, check_task
+
+    check_task(TaskConfig(history_targets=True), "clm", "prefix")
+    for task, history, repeat in (("clm", "pooled", 0), ("mlm", "prefix", 0), ("clm", "prefix", 3)):
+        with pytest.raises(TaskConfigError, match="history_targets"):
+            check_task(TaskConfig(history_targets=True), task, history, repeat)
+
+
 def test_history_needs_the_session_aware_view_and_a_clm_or_mlm_task():
     with pytest.raises(ModelConfigError, match="--view session-aware"):
         _model("gpt2", "clm", "prefix", spec=SPEC)

@@ -51,28 +51,32 @@ class HistoryEncoder(nn.Module):
         return inputs(events)
 
     def forward(self, body: nn.Module, inputs: nn.Module, batch: dict[str, torch.Tensor], embeds: torch.Tensor,
-                mask: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """Session states [B, L, D] of a right-padded session (`embeds`, `mask`) given its history codes."""
+                mask: torch.Tensor, history: torch.Tensor, whole: torch.Tensor | None = None):
+        """Session states [B, L, D] of a right-padded session (`embeds`, `mask`) given its history codes.
+        whole (prefix only): the session's true item codes [B, L]; returns the states of the whole
+        [history, boundary, session] sequence, right-padded, and its item codes (the boundary's and
+        padding's 0), for training on history positions too."""
         history, history_mask = compact_history(history, self.length)
         vectors = self.history_embeds(inputs, batch, history)
         if self.encoding == "pooled":
             weights = history_mask.unsqueeze(-1).to(vectors.dtype)
             pooled = (vectors * weights).sum(1) / weights.sum(1).clamp(min=1.0)
             return body(embeds + self.project(pooled).unsqueeze(1), mask)
-        return self._prefixed(body, vectors + self.segment, history_mask, embeds, mask)
-
-    def _prefixed(self, body, vectors, history_mask, embeds, mask) -> torch.Tensor:
-        """[history, boundary, session] compacted per row (right-padded), through the body; the
-        session's states gathered back to their positions."""
-        batch, width_h, dim = vectors.shape
-        width_s = embeds.shape[1]
         h = history_mask.sum(1, keepdim=True)  # [B, 1]
         n = mask.sum(1, keepdim=True)
-        source = torch.cat([vectors, self.boundary.to(embeds.dtype).expand(batch, 1, dim), embeds], dim=1)
-        slots = torch.arange(width_h + 1 + width_s, device=embeds.device)[None, :]
-        index = torch.where(slots < h, slots, torch.where(slots == h, width_h, width_h + slots - h))
-        index = index.clamp(max=source.shape[1] - 1)
-        combined = torch.gather(source, 1, index.unsqueeze(-1).expand(-1, -1, dim))
-        hidden = body(combined, slots < h + 1 + n)
-        back = (h + 1 + torch.arange(width_s, device=embeds.device)[None, :]).clamp(max=hidden.shape[1] - 1)
+        index, real = self._prefix_order(h, n, history.shape[1], embeds.shape[1])
+        source = torch.cat([vectors + self.segment, self.boundary.to(embeds.dtype).expand(len(embeds), 1, embeds.shape[-1]), embeds], dim=1)
+        hidden = body(torch.gather(source, 1, index.unsqueeze(-1).expand(-1, -1, source.shape[-1])), real)
+        if whole is not None:
+            codes = torch.cat([history, history.new_zeros(len(history), 1), whole], dim=1)
+            return hidden, torch.gather(codes, 1, index).masked_fill(~real, 0)
+        back = (h + 1 + torch.arange(embeds.shape[1], device=embeds.device)[None, :]).clamp(max=hidden.shape[1] - 1)
         return torch.gather(hidden, 1, back.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+    @staticmethod
+    def _prefix_order(h: torch.Tensor, n: torch.Tensor, width_h: int, width_s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each slot of [history, boundary, session], compacted per row, reads from in
+        cat([history, boundary, session]) [B, width_h + 1 + width_s], and which slots are real."""
+        slots = torch.arange(width_h + 1 + width_s, device=h.device)[None, :]
+        index = torch.where(slots < h, slots, torch.where(slots == h, width_h, width_h + slots - h))
+        return index.clamp(max=width_h + width_s), slots < h + 1 + n

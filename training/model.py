@@ -262,6 +262,13 @@ class NextItemModel(nn.Module):
             return self.body(self.inputs(batch), mask), mask
         return self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history]), mask
 
+    def encode_with_history(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A prefix-history model's states of the whole [history, boundary, session] sequence and its
+        item codes (boundary and padding 0; `items`: the session's true items, the inputs may hide
+        some): its history positions can learn their next events too."""
+        mask = batch[self.spec.item] != 0
+        return self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history], whole=items)
+
     def tempered(self, hidden: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`hidden` and `bias` divided by the temperature, so their product and sum are the logits divided
         by it (cheaper than dividing [N, catalog] logits); unchanged at 1."""

@@ -30,6 +30,7 @@ class TaskConfig:
     rtd_weight: float = 10.0  # rtd: weight of the replaced-item detection loss
     horizon: int = 1  # clm: each position also learns the items up to this many events ahead
     horizon_decay: float = 0.5  # clm: the k-th event ahead weighs horizon_decay ** (k - 1) in the loss
+    history_targets: bool = False  # clm with a prefix history: its events (and the boundary) learn their next events too
 
 
 class TaskConfigError(ValueError):
@@ -42,7 +43,11 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
     batch, mask = keep_last(batch, mask, model.config.max_length, spec.list_columns)
     items = batch[spec.item]
     if model.config.task == "clm":
-        hidden, _ = model.encode(_item_dropout(model, batch, mask, generator))
+        batch = _item_dropout(model, batch, mask, generator)
+        if task.history_targets:  # the boundary's state learns the session's first item
+            hidden, items = model.encode_with_history(batch, items)
+        else:
+            hidden, _ = model.encode(batch)
         return _clm_loss(model, items, hidden, loss, task, generator)
     if model.config.task == "plm":
         hidden, targets, use, _ = _plm(model, batch, mask, task, generator)
@@ -82,8 +87,11 @@ def _sequences(use: torch.Tensor) -> torch.Tensor:
     return use.nonzero(as_tuple=True)[0]
 
 
-def check_task(task: TaskConfig, model_task: str) -> None:
+def check_task(task: TaskConfig, model_task: str, history: str = "none", repeat_window: int = 0) -> None:
     """One-line errors for task settings that cannot train."""
+    if task.history_targets and (model_task != "clm" or history != "prefix" or repeat_window):
+        raise TaskConfigError("task.history_targets: history positions learn with task 'clm', model.history 'prefix' and no "
+                              f"repeat_window, got task {model_task!r}, history {history!r}, repeat_window {repeat_window}")
     if task.horizon < 1:
         raise TaskConfigError(f"task.horizon: expected 1 or more events ahead, got {task.horizon}")
     if task.horizon > 1 and model_task != "clm":

@@ -115,7 +115,7 @@ class Trainer:
             raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
         check_model(config.model)  # before the data is read: a bad value is the one thing said
         check_loss(config.loss, config.model.repeat_window)
-        check_task(config.task, config.model.task)
+        check_task(config.task, config.model.task, config.model.history, config.model.repeat_window)
         keep_freed_memory()
         if train.threads:
             torch.set_num_threads(train.threads)
