@@ -12,7 +12,8 @@ Each scorer gives the generator's next-item distribution given what it knows:
 where taste spreads the favourites' mass over categories in proportion to the categories counted
 in the session (`session`) or in the session and the prepared history (`history`), and clock(x)
 is the popularity within the day part's category when the scorer reads the clock (`+clock`, only
-with daypart_taste), the mean over day parts otherwise. The ratio history / session bounds what a model can gain from
+with daypart_taste), otherwise a mix over the day parts in proportion to their categories' counts
+in the session (the session's items tell the day part too). The ratio history / session bounds what a model can gain from
 history on that data (up to the counting estimate of the favourites). Not a test: it measures.
 """
 from __future__ import annotations
@@ -58,8 +59,7 @@ def score_split(data: Path, config: synthetic.SyntheticConfig) -> dict:
     within = items.popularity / np.bincount(items.category, weights=items.popularity, minlength=n_categories)[items.category]
     in_category = np.where(known, within[code_items], 0.0)
     popularity = np.where(known, items.popularity[code_items], 0.0)
-    part_mass = [np.where(category == c, in_category, 0.0) for c in (parts if parts is not None else [])]
-    mean_part = sum(part_mass) / len(part_mass) if part_mass else 0.0
+    part_mass = np.stack([np.where(category == c, in_category, 0.0) for c in parts]) if parts is not None else None
     d, t, f = config.daypart_taste, config.user_taste, config.follow_prob
     successor_code = np.zeros(len(of_code), dtype=np.int64)
     code_of = {int(item): code for code, item in enumerate(of_code) if item >= 0}
@@ -69,7 +69,7 @@ def score_split(data: Path, config: synthetic.SyntheticConfig) -> dict:
 
     def rank_session(session: np.ndarray, history: np.ndarray, start: int) -> None:
         history_counts = np.bincount(category[history[known[history]]], minlength=n_categories).astype(float)
-        clock = part_mass[synthetic.daypart_of(start)] if part_mass else 0.0
+        clock = part_mass[synthetic.daypart_of(start)] if part_mass is not None else 0.0
         for position in range(len(session) - 1):
             current = session[:position + 1]
             counts = np.bincount(category[current[known[current]]], minlength=n_categories).astype(float)
@@ -77,7 +77,12 @@ def score_split(data: Path, config: synthetic.SyntheticConfig) -> dict:
                 seen = counts + (history_counts if name.startswith("history") else 0.0)
                 share = np.minimum((seen + SMOOTHING) / (seen + SMOOTHING).sum() * k, 1.0) / k  # P(favourite) / k
                 taste = share[category] * in_category
-                browse = d * (clock if name.endswith("+clock") else mean_part) + (1 - d) * (t * taste + (1 - t) * popularity)
+                if part_mass is None or name.endswith("+clock"):
+                    part = clock
+                else:  # the day part guessed as the favourites are: from the session's categories
+                    weights = counts[parts] + SMOOTHING
+                    part = (weights / weights.sum()) @ part_mass
+                browse = d * part + (1 - d) * (t * taste + (1 - t) * popularity)
                 scores = (1 - f) * browse
                 if known[session[position]]:
                     scores[successor_code[session[position]]] += f
