@@ -54,7 +54,7 @@ def test_history_none_is_the_session_only_model(architecture, task):
     torch.testing.assert_close(_scores(with_column, _with_history(batch, [4, 0, 9])), _scores(session_only, batch))
 
 
-@pytest.mark.parametrize("history", ["prefix", "pooled", "taste"])
+@pytest.mark.parametrize("history", ["prefix", "pooled"])
 @pytest.mark.parametrize("architecture,task", WITH_HISTORY)
 def test_history_changes_the_scores_and_padding_anywhere_does_not(architecture, task, history):
     model = _model(architecture, task, history)
@@ -70,7 +70,7 @@ def test_history_changes_the_scores_and_padding_anywhere_does_not(architecture, 
     assert torch.isfinite(scores[:, FIRST_ITEM_CODE:]).all()
 
 
-@pytest.mark.parametrize("history", ["prefix", "pooled", "taste"])
+@pytest.mark.parametrize("history", ["prefix", "pooled"])
 def test_only_the_last_history_length_items_are_read(history):
     model = _model("gpt2", "clm", history)
     batch = _with_history(_batch([8, 3, 5]), [9, 9, 9])
@@ -92,7 +92,7 @@ def test_a_causal_session_state_sees_its_history_but_no_later_event(architecture
     assert not torch.allclose(other_history[0, 0], hidden[0, 0], atol=1e-4)  # the first event sees the history
 
 
-@pytest.mark.parametrize("history", ["prefix", "pooled", "taste"])
+@pytest.mark.parametrize("history", ["prefix", "pooled"])
 @pytest.mark.parametrize("task", ["clm", "mlm"])
 def test_the_history_parameters_learn(task, history):
     architecture = "gpt2" if task == "clm" else "bert"

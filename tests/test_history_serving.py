@@ -92,7 +92,7 @@ def _served_inputs(model, outputs: dict) -> dict:
     return inputs
 
 
-@pytest.mark.parametrize("history", ["prefix", "pooled", "taste"])
+@pytest.mark.parametrize("history", ["prefix", "pooled"])
 def test_the_evaluated_prediction_equals_the_served_path_on_the_users_raw_events(session_aware, history):
     folder, events, columns, key = session_aware
     model = _model(folder, history)

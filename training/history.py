@@ -9,9 +9,6 @@ Encodings (`model.history`):
   session's states only, so losses and predictions stay on the session's events.
 - pooled: the mean of the history items' input vectors, projected (from zero, so training starts
   at the session-only model) and added to every session event's input.
-- taste: the same projected mean added to every session state the body returns: a user-taste term
-  in the scores (the state's dot product with an item gains the history's similarity to it), which
-  the body need not learn to carry.
 History items enter through the model's own inputs (the item table shared with the output layer),
 their side features unknown (codes 0, values 0.0) and the session's context. History may be padded anywhere; it is compacted and its last `history_length` items kept, no value read on the host.
 """
@@ -20,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-HISTORY_ENCODINGS = ("none", "prefix", "pooled", "taste")
+HISTORY_ENCODINGS = ("none", "prefix", "pooled")
 
 
 def compact_history(history: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +36,7 @@ class HistoryEncoder(nn.Module):
         if encoding == "prefix":
             self.segment = nn.Parameter(torch.zeros(d_model))
             self.boundary = nn.Parameter(torch.randn(d_model) * 0.02)
-        elif encoding in ("pooled", "taste"):
+        elif encoding == "pooled":
             self.project = nn.Linear(d_model, d_model)
             nn.init.zeros_(self.project.weight)
             nn.init.zeros_(self.project.bias)
@@ -61,12 +58,10 @@ class HistoryEncoder(nn.Module):
         padding's 0), for training on history positions too."""
         history, history_mask = compact_history(history, self.length)
         vectors = self.history_embeds(inputs, batch, history)
-        if self.encoding in ("pooled", "taste"):
+        if self.encoding == "pooled":
             weights = history_mask.unsqueeze(-1).to(vectors.dtype)
-            pooled = self.project((vectors * weights).sum(1) / weights.sum(1).clamp(min=1.0)).unsqueeze(1)
-            if self.encoding == "taste":
-                return body(embeds, mask) + pooled
-            return body(embeds + pooled, mask)
+            pooled = (vectors * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            return body(embeds + self.project(pooled).unsqueeze(1), mask)
         h = history_mask.sum(1, keepdim=True)  # [B, 1]
         n = mask.sum(1, keepdim=True)
         index, real = self._prefix_order(h, n, history.shape[1], embeds.shape[1])

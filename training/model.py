@@ -52,7 +52,7 @@ class ModelConfig:
     exclude_features: tuple[str, ...] = field(default_factory=tuple)  # prepared columns not to use
     pretrained_item_embeddings: str | None = None  # .npy [catalog, dim] by item code, or .parquet (item id, embedding)
     freeze_pretrained: bool = True  # keep the pretrained vectors fixed (their projection still trains)
-    history: str = "none"  # the user's earlier sessions (session-aware view): none | prefix | pooled | taste (training.history)
+    history: str = "none"  # the user's earlier sessions (session-aware view): none | prefix | pooled (training.history)
     history_length: int = 50  # history items read, the last ones
 
 
