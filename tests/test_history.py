@@ -183,3 +183,13 @@ def test_prepared_history_holds_only_the_users_sessions_that_ended_before(tmp_pa
     batch = data.batch(np.arange(len(data)))
     stored = prepared.read_split(out, "test")[prepared.HISTORY_COLUMN]
     assert [row[row != 0].tolist() for row in batch[prepared.HISTORY_COLUMN]] == [list(h) for h in stored[data.rows]]
+
+
+@pytest.mark.parametrize("history", ["prefix", "pooled"])
+def test_history_models_trace_for_serving(history):
+    """The served model step: traced on one batch size and checked against eager on others (a
+    batch size read as a Python number is baked into the trace and fails there)."""
+    from export.torchscript import trace
+
+    for exclude_seen in (False, True):
+        trace(_model("gpt2", "clm", history), 10, exclude_seen)

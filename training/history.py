@@ -65,10 +65,10 @@ class HistoryEncoder(nn.Module):
         h = history_mask.sum(1, keepdim=True)  # [B, 1]
         n = mask.sum(1, keepdim=True)
         index, real = self._prefix_order(h, n, history.shape[1], embeds.shape[1])
-        source = torch.cat([vectors + self.segment, self.boundary.to(embeds.dtype).expand(len(embeds), 1, embeds.shape[-1]), embeds], dim=1)
+        source = torch.cat([vectors + self.segment, self.boundary.to(embeds.dtype).expand(embeds.shape[0], 1, embeds.shape[-1]), embeds], dim=1)
         hidden = body(torch.gather(source, 1, index.unsqueeze(-1).expand(-1, -1, source.shape[-1])), real)
         if whole is not None:
-            codes = torch.cat([history, history.new_zeros(len(history), 1), whole], dim=1)
+            codes = torch.cat([history, history.new_zeros(history.shape[0], 1), whole], dim=1)
             return hidden, torch.gather(codes, 1, index).masked_fill(~real, 0)
         back = (h + 1 + torch.arange(embeds.shape[1], device=embeds.device)[None, :]).clamp(max=hidden.shape[1] - 1)
         return torch.gather(hidden, 1, back.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
