@@ -76,9 +76,21 @@ def _stub_regions(entries) -> set[str]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct free ports: all held at once while picked, so none is handed out twice (HTTP and
+    gRPC on one port stop tritonserver)."""
+    sockets = []
+    try:
+        for _ in range(n):
+            sockets.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sockets[-1].bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 PLATFORM_BACKENDS = {"pytorch_libtorch": "pytorch", "onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt",
@@ -151,9 +163,10 @@ class TritonServer:
         if not self.model_repository.is_dir():
             raise TritonServerError(f"model repository {model_repository}: expected a folder (python -m export --repo), found none")
         self.host = host
-        self.http_port = http_port or free_port(host)
-        self.grpc_port = grpc_port or free_port(host)
-        self.metrics_port = metrics_port or free_port(host)
+        picked = [port for port in free_ports(6, host) if port not in (http_port, grpc_port, metrics_port)]
+        self.http_port = http_port or picked[0]
+        self.grpc_port = grpc_port or picked[1]
+        self.metrics_port = metrics_port or picked[2]
         self.layout = (layout or TritonLayout(TritonLayout.default_home())).require()
         self.check_backends()
         self.log_path = Path(log_path) if log_path else None  # None: a new temporary file at start
