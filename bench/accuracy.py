@@ -56,7 +56,7 @@ VARIANTS["gpt2_clm:side:d128"] = ("gpt2_clm", VARIANTS["gpt2_clm:side"][1] + ["m
 def write_specs(data: Path, path: Path) -> None:
     """Feature specs of every variant's exclude list, read from the prepared schema (needs Merlin)."""
     from training.config import load_config
-    from training.features import feature_spec
+    from training.model.features import feature_spec
 
     specs = {}
     with warnings.catch_warnings():
@@ -70,7 +70,7 @@ def write_specs(data: Path, path: Path) -> None:
 def train_with_specs(specs: Path, argv: list[str]) -> None:
     """`python -m training.train argv`, the feature spec looked up in `specs` instead of the schema."""
     from training import run_dir, train
-    from training.features import FeatureSpec
+    from training.model.features import FeatureSpec
 
     table = json.loads(specs.read_text())
 

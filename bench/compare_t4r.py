@@ -44,7 +44,7 @@ EPOCHS = 1000  # more than any time budget allows: the budget ends every run
 
 
 def side_features(data: Path) -> list[str]:
-    from training.features import feature_spec
+    from training.model.features import feature_spec
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -5,7 +5,7 @@ the session protocols of bench.sessions (`all`: every next event of the session;
 
     .venv/bin/python -m bench.history_headroom --data PREPARED --label NAME --set FIELD=VALUE ...
 
-`--set` takes the generator settings the events were made with (as `training.datasets.synthetic`).
+`--set` takes the generator settings the events were made with (as `training.data.datasets.synthetic`).
 Each scorer gives the generator's next-item distribution given what it knows:
     P(x) = follow_prob [x = successor(current item)] + (1 - follow_prob) browse(x)
     browse(x) = d clock(x) + (1 - d) (t taste(x) + (1 - t) popularity(x))   (d daypart_taste, t user_taste)
@@ -18,8 +18,6 @@ history on that data (up to the counting estimate of the favourites). Not a test
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,10 @@ import torch
 from bench.output import write_json
 from bench.sessions import KS, METRICS, PROTOCOLS
 from training import cli
-from training.datasets import synthetic
+from training.data.datasets import synthetic
 from training.progress import Progress
-from training.metrics import ranking_metrics, target_ranks
-from training.prepared import item_vocabulary, load_summary, read_split
+from training.metrics import ranking_metrics
+from training.data.prepared import item_vocabulary, load_summary, read_split
 
 ROOT = Path(__file__).resolve().parent.parent
 SCORERS = ("session", "history", "session+clock", "history+clock")

@@ -19,10 +19,10 @@ import torch
 from bench.output import write_json
 from training import run_dir
 from training.baselines import most_popular
-from training.data import SequenceData
+from training.batches import SequenceData
 from training.evaluate import add_metrics
 from training.metrics import target_ranks
-from training.model import FIRST_ITEM_CODE
+from training.model.next_item import FIRST_ITEM_CODE
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTED = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")

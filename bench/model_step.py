@@ -33,8 +33,8 @@ import torch
 
 from bench.output import write_json
 from export.torchscript import PRECISIONS, serving_module, trace
-from training.features import FeatureSpec
-from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
+from training.model.features import FeatureSpec
+from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, NextItemModel
 
 ITEM = "item_id_list"
 

@@ -21,8 +21,8 @@ import pandas as pd
 import training  # noqa: F401  (first: silences Merlin's CPU-mode warnings)
 import nvtabular as nvt
 from bench.output import write_json
-from training.datasets.synthetic import COLUMNS, SyntheticConfig, generate_events
-from training.workflow import WorkflowOptions, build_workflow, fit_workflow
+from training.data.datasets.synthetic import COLUMNS, SyntheticConfig, generate_events
+from training.data.workflow import WorkflowOptions, build_workflow, fit_workflow
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_LENGTH = 50

@@ -211,7 +211,7 @@ def main(argv=None) -> None:
     from serve.server import TritonServer
     from training import run_dir
     from training.prepare import raw_events
-    from training.views import held_out
+    from training.data.views import held_out
 
     repo, merlin_repo = args.out / "repo", args.out / "merlin_repo"
     for folder in (repo, merlin_repo):  # generated here: a rerun starts from version 1 again

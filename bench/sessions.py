@@ -57,9 +57,9 @@ def score_protocols(score, protocols) -> dict:
 
 def run_baseline(name: str, data: Path, exclude_seen: bool, protocols) -> dict:
     from training.baselines import BY_RECENCY, fit_baseline, session_start_times
-    from training.data import SequenceData
+    from training.batches import SequenceData
     from training.evaluate import evaluate_scores
-    from training.features import feature_spec
+    from training.model.features import feature_spec
 
     spec = feature_spec(data)
     train, test = SequenceData(data, "train", spec), SequenceData(data, "test", spec)
@@ -73,7 +73,7 @@ def run_baseline(name: str, data: Path, exclude_seen: bool, protocols) -> dict:
 
 def run_model(config: str, data: Path, out: Path, budget: float, overrides: list[str], exclude_seen: bool, protocols) -> dict:
     from training import run_dir
-    from training.data import SequenceData
+    from training.batches import SequenceData
     from training.evaluate import evaluate
 
     name, *own = config.split("+")  # a variant: CONFIG+section.key=value+...

@@ -45,7 +45,7 @@ def read_events(path: Path, spec: RequestSpec) -> pd.DataFrame:
     """Text columns stay text in csv (ids like 007 keep their zeros)."""
     if path.suffix == ".parquet":
         # by path: pandas would hand pyarrow a Python file object, whose reader threads can abort the
-        # process at exit (see training/parquet.py; the client is installed without training/)
+        # process at exit (see training/data/parquet.py; the client is installed without training/)
         return pq.read_table(str(path)).to_pandas()
     text = {name: str for name, datatype in spec.datatypes.items() if datatype == "BYTES"}
     return pd.read_csv(path, dtype=text)

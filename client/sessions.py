@@ -173,7 +173,7 @@ def session_batches(events, spec: RequestSpec, k: int) -> list[SessionBatch]:
 
 
 def cut_sessions(frame: pd.DataFrame, user: str, time: str, gap_s: int) -> np.ndarray:
-    """Session numbers of the events (training.views.cut_sessions' rule): by user then time (stable),
+    """Session numbers of the events (training.data.views.cut_sessions' rule): by user then time (stable),
     a new session where the user changes or is inactive for more than `gap_s` seconds."""
     times = frame[time].to_numpy()
     users, _ = pd.factorize(frame[user], sort=True)

@@ -128,7 +128,8 @@ def _publish(staging: Path, repo: Path, steps: list[str], ensemble: str, version
 
 
 def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> dict:
-    from training import prepared, run_dir
+    from training.data import prepared
+    from training import run_dir
 
     _check(options)
     run, repo = Path(run).resolve(), Path(repo).resolve()

@@ -45,7 +45,7 @@ def write_samples(run: Path, repo: Path, out: Path, name: str = "hf4rec", sessio
     from training import run_dir
     from training.prepare import raw_events
     from training.run_dir import replace_file
-    from training.views import held_out
+    from training.data.views import held_out
 
     all_events = raw_events(run_dir.data_dir(run))[0]  # the run first: the repository was exported from it
     spec = request_spec(repo, name)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from training.model import FIRST_ITEM_CODE, NextItemModel
+from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 
 OUTPUTS = ("item_codes__0", "item_scores__1")  # the libtorch backend names outputs <name>__<index>
 SEEN = "seen_items"  # the extra input when the seen items are more than the model's events

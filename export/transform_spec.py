@@ -1,7 +1,7 @@
 """The model's request-time transform: `transform.json` of the transform step.
 
 Reads the fitted workflow's request-time part that `training.prepare` wrote as plain data
-(`training.request_transform`: the raw column and fitted steps of every workflow output;
+(`training.data.request_transform`: the raw column and fitted steps of every workflow output;
 no pickle is read) and narrows it to the model: its inputs in order, the events it reads,
 the session's item codes when it leaves them out but reads fewer events than the workflow
 keeps (the request bounds are the step's config parameters). Tests check the served transform equals `workflow.transform`
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.torchscript import SEEN, ExportError
-from training import request_transform
+from training.data import request_transform
 
 
 def compile_workflow(data_dir: Path, model_inputs: list[str], kept_events: int, seen_items: bool = False,

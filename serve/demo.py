@@ -24,7 +24,7 @@ def comparison(run: Path) -> str:
     """The run's test metrics beside most-popular's on the same split, rows and seen-item rule."""
     from training import run_dir
     from training.baselines import most_popular
-    from training.data import SequenceData
+    from training.batches import SequenceData
     from training.evaluate import evaluate_scores
 
     result = json.loads((run / "metrics.json").read_text())
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from training import run_dir
     from training.prepare import raw_events
-    from training.views import held_out
+    from training.data.views import held_out
 
     with cli.answers_bad_input(parser.name, FileNotFoundError, ValueError, TritonServerError):
         all_events, columns, key = raw_events(run_dir.data_dir(args.run))

@@ -12,7 +12,7 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="session")
 def synthetic_events():
-    from training.datasets.synthetic import SyntheticConfig, generate_events
+    from training.data.datasets.synthetic import SyntheticConfig, generate_events
 
     return generate_events(SyntheticConfig(n_events=20_000, n_items=500, n_users=800, n_days=6, seed=7))
 

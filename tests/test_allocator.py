@@ -17,7 +17,7 @@ CATALOG = 100_000  # the item table's gradient (25 MiB) sits above glibc's defau
 PROGRAM = f"""
 import json, resource, sys, torch
 from training.allocator import keep_freed_memory
-from training.losses import ChunkedCrossEntropy
+from training.model.losses import ChunkedCrossEntropy
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.manual_seed(0)
 weight, bias = torch.randn({CATALOG}, 64, requires_grad=True), torch.zeros({CATALOG}, requires_grad=True)

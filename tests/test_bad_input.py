@@ -30,7 +30,7 @@ CASES = [
     ("training.baselines", ["--data", "DATA", "--baselines", "knn"], "knn"),
     ("training.baselines", ["--data", "DATA", "--split", "tset"], "tset"),
     ("training.incremental", ["--config", CONFIG, "--data", "/nonexistent", "--out", "OUT"], "/nonexistent"),
-    ("training.datasets.sessions", ["--out", "OUT", "--items", "0"], "--items"),
+    ("training.data.datasets.sessions", ["--out", "OUT", "--items", "0"], "--items"),
     ("export", ["--run", "/nonexistent", "--repo", "OUT"], "/nonexistent"),
     ("export", ["--run", "RUN", "--repo", "OUT", "--max-batch-size", "0"], "--max-batch-size"),
     ("export", ["--run", "RUN", "--repo", "OUT", "--torch-runtime", "onnx"], "onnx"),

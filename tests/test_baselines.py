@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from training.baselines import first_order_transitions, most_popular
-from training.codes import SPECIAL_CODES
-from training.data import SequenceData
+from training.data.codes import SPECIAL_CODES
+from training.batches import SequenceData
 from training.evaluate import evaluate_scores
-from training.features import feature_spec
+from training.model.features import feature_spec
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +330,7 @@ def test_sparse_session_knn_equals_the_dense_one():
 def test_session_start_times_are_each_training_rows_first_event_time(prepared_synthetic, splits):
     """The recency of the kNN baselines: the prepared train split's start-time column, one value per
     SequenceData row (rows of one event are not rows of SequenceData)."""
-    from training import prepared
+    from training.data import prepared
     from training.baselines import session_start_times
 
     train, _ = splits

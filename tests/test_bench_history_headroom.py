@@ -8,10 +8,10 @@ import pytest
 from bench.history_headroom import score_split
 from training import prepare
 from training.baselines import fit_baseline
-from training.data import SequenceData
-from training.datasets import synthetic
+from training.batches import SequenceData
+from training.data.datasets import synthetic
 from training.evaluate import evaluate_scores
-from training.features import feature_spec
+from training.model.features import feature_spec
 
 SETTINGS = dict(n_events=20_000, n_users=400, n_items=1000, n_categories=50, follow_prob=0.2, mean_session_length=5, seed=8)
 

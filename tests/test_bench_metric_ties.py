@@ -14,8 +14,8 @@ def test_the_tie_rule_bench_shows_what_a_constant_score_gained_and_what_a_model_
     metric_ties.main(["--run", str(synthetic_runs[0]), "--out", str(out)])
     results = json.loads(out.read_text())["results"]
     from training import run_dir
-    from training.data import SequenceData
-    from training.model import FIRST_ITEM_CODE
+    from training.batches import SequenceData
+    from training.model.next_item import FIRST_ITEM_CODE
 
     model, _ = run_dir.load_model(synthetic_runs[0])
     test = SequenceData(run_dir.data_dir(synthetic_runs[0]), "test", model.spec)

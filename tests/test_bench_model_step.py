@@ -13,7 +13,7 @@ import torch
 
 from bench import model_step
 from export.torchscript import _Serving, example_inputs, serving_module, trace
-from training.model import FIRST_ITEM_CODE
+from training.model.next_item import FIRST_ITEM_CODE
 
 SMALL = SimpleNamespace(d_model=32, layers=1, heads=2, events=6)
 

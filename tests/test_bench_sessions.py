@@ -15,7 +15,7 @@ from tests.conftest import PYTHON, ROOT
 def small_sessions(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench_sessions")
     events, prepared = folder / "events", folder / "prepared"
-    for command in (["-m", "training.datasets.sessions", "--out", str(events), "--items", "6000", "--train-sessions", "1500",
+    for command in (["-m", "training.data.datasets.sessions", "--out", str(events), "--items", "6000", "--train-sessions", "1500",
                      "--valid-sessions", "200", "--test-sessions", "200"],
                     ["-m", "training.prepare", "--dataset", str(events / "train.parquet"), "--valid-events", str(events / "valid.parquet"),
                      "--test-events", str(events / "test.parquet"), "--mapping", str(events / "mapping.yaml"), "--out", str(prepared)]):
@@ -38,9 +38,9 @@ def _bench(prepared, out, label, *args):
 def test_one_table_of_baselines_and_a_config_under_both_protocols(small_sessions, tmp_path):
     from training import run_dir
     from training.baselines import fit_baseline
-    from training.data import SequenceData
+    from training.batches import SequenceData
     from training.evaluate import evaluate, evaluate_scores
-    from training.features import feature_spec
+    from training.model.features import feature_spec
 
     label = "pytest_bench_sessions"
     completed, rows = _bench(small_sessions, tmp_path, label, "--baselines", "most_popular,sequential_rules",

@@ -17,7 +17,7 @@ from client.recommender import RecommenderClient
 from export.repository import ExportOptions, export
 from serve.server import TritonServer
 from tests.conftest import train_run
-from training.views import held_out
+from training.data.views import held_out
 
 MAX_BATCH = 2  # sessions per request: many requests from a few sessions
 SESSIONS = 40  # held out; those of one event are left out

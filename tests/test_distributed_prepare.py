@@ -17,11 +17,12 @@ import pytest
 from merlin.dag import postorder_iter_nodes
 from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
-from training import distributed, prepare, prepared
-from training.datasets import synthetic
-from training.events import EventsError
-from training.parquet import read_parquet
-from training.workflow import WorkflowOptions, _continuous
+from training.data import distributed, prepared
+from training import prepare
+from training.data.datasets import synthetic
+from training.data.events import EventsError
+from training.data.parquet import read_parquet
+from training.data.workflow import WorkflowOptions, _continuous
 
 
 def _schema(path):

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.events import EventColumns, EventsError, check_continuous, read_event_file, to_unix_seconds, validate_events
+from training.data.events import EventColumns, EventsError, check_continuous, read_event_file, to_unix_seconds, validate_events
 
 COLUMNS = EventColumns(session="sid", item="item", time="ts", categorical=("cat",), continuous=("price",))
 

@@ -22,11 +22,11 @@ from export.torchscript import SEEN
 from serve.server import TritonServer
 from tests.conftest import PYTHON, ROOT
 from training import run_dir
-from training.datasets import synthetic
-from training.events import validate_events
+from training.data.datasets import synthetic
+from training.data.events import validate_events
 from training.prepare import raw_events
 from training.recommend import recommend
-from training.views import held_out
+from training.data.views import held_out
 
 SYNTH = dict(name="synth", torch_runtime="python", max_batch_size=16, top_k=20)
 

@@ -18,10 +18,10 @@ from export.configs import read_config
 from export.repository import PAUSE_ENV, ExportError, ExportOptions, export
 from serve.server import TritonServer
 from tests.conftest import PYTHON, ROOT
-from training.datasets import synthetic
-from training.events import validate_events
+from training.data.datasets import synthetic
+from training.data.events import validate_events
 from training.recommend import recommend
-from training.views import held_out
+from training.data.views import held_out
 
 SYNTH = dict(name="synth", torch_runtime="python", max_batch_size=16, top_k=20)
 STEPS = ("synth_transform", "synth_model", "synth_topk")

@@ -1,4 +1,4 @@
-"""Session-aware input (training.history): the user's earlier sessions change the scores, a
+"""Session-aware input (training.model.history): the user's earlier sessions change the scores, a
 model with history off is the session-only model, padding anywhere in history or session gives
 the same scores, a causal session state sees its history but never a later event, and the
 prepared history holds only sessions that ended before the current one started."""
@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from tests.test_model import ALL, CAUSAL, SPEC, _batch, _left_padded
-from training import prepare, prepared
-from training.datasets import synthetic
-from training.data import SequenceData
-from training.features import FeatureSpec, feature_spec
-from training.losses import NextItemLoss, LossConfig
-from training.model import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel
-from training.tasks import TaskConfig, task_loss
+from training import prepare
+from training.data import prepared
+from training.data.datasets import synthetic
+from training.batches import SequenceData
+from training.model.features import FeatureSpec, feature_spec
+from training.model.losses import NextItemLoss, LossConfig
+from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel
+from training.model.tasks import TaskConfig, task_loss
 
 HISTORY_SPEC = FeatureSpec(**{**SPEC.__dict__, "history": "history"})
 WITH_HISTORY = [(name, task) for name, task in ALL if task in ("clm", "mlm")]
@@ -138,7 +139,7 @@ def test_history_targets_train_the_history_events_and_the_boundary_on_their_next
 
 
 def test_history_targets_need_a_prefix_history_and_clm():
-    from training.tasks import TaskConfigError, check_task
+    from training.model.tasks import TaskConfigError, check_task
 
     check_task(TaskConfig(history_targets=True), "clm", "prefix")
     for task, history, repeat in (("clm", "pooled", 0), ("mlm", "prefix", 0), ("clm", "prefix", 3)):

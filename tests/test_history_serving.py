@@ -23,12 +23,13 @@ from export.transform_spec import compile_workflow
 from model_repository.transform.compiled import RequestError, RequestTransform
 from serve.server import TritonServer
 from tests.conftest import ROOT, train_run
-from training import prepare, prepared, request_transform
+from training import prepare
+from training.data import prepared, request_transform
 from training.config import load_config
-from training.data import SequenceData
-from training.datasets import synthetic
-from training.features import feature_spec
-from training.model import NextItemModel
+from training.batches import SequenceData
+from training.data.datasets import synthetic
+from training.model.features import feature_spec
+from training.model.next_item import NextItemModel
 from training.recommend import recommend
 
 MAX_LENGTH = 12

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from training import prepared
+from training.data import prepared
 from training.config import load_config
 from training.incremental import EMPTY_WINDOW, run_incremental, write_outputs
 

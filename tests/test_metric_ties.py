@@ -10,7 +10,7 @@ import torch
 from export.torchscript import best_items
 from training import recommend
 from training.metrics import ranking_metrics, target_ranks
-from training.model import FIRST_ITEM_CODE
+from training.model.next_item import FIRST_ITEM_CODE
 
 CATALOG = 50
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.bodies import BODIES, BodyConfig, SequenceBody
-from training.features import FeatureSpec
-from training.model import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel, compact, keep_last
+from training.model.bodies import BODIES, BodyConfig, SequenceBody
+from training.model.features import FeatureSpec
+from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel
+from training.model.sequence import compact, keep_last
 
 SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8}, continuous=("price",),
                    context_categorical={"device": 4}, context_continuous=("age",))
@@ -187,7 +188,7 @@ def test_bad_model_configs_are_refused(overrides, message):
 
 def test_plm_target_is_predicted_without_its_own_content():
     """XLNet's query stream for a target never sees the target's item or side features."""
-    from training.tasks import TaskConfig, _plm
+    from training.model.tasks import TaskConfig, _plm
 
     model = _model("xlnet", "plm")
     batch = _batch([8, 6])
@@ -217,7 +218,7 @@ def test_sdpa_and_eager_attention_agree(architecture, task):
 
 
 def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
-    from training.tasks import TaskConfig, task_loss
+    from training.model.tasks import TaskConfig, task_loss
 
     model = _model("gpt2", "clm", item_dropout=0.3).train()
     batch = _batch([8] * 40 + [5] * 40, width=8)
@@ -242,7 +243,7 @@ def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
 
 
 def test_horizon_trains_each_state_on_the_next_events_with_decaying_weights():
-    from training.tasks import TaskConfig, task_loss
+    from training.model.tasks import TaskConfig, task_loss
 
     model = _model("gpt2", "clm")  # eval mode: no dropout, the states are the encoder's
     batch = _batch([8, 5, 3, 2], width=8)

@@ -6,8 +6,8 @@ import numpy as np
 import nvtabular as nvt
 import pytest
 
-from training import prepared, views
-from training.datasets import movielens
+from training.data import prepared, views
+from training.data.datasets import movielens
 
 
 @pytest.fixture(scope="module")

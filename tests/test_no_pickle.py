@@ -13,11 +13,12 @@ import textwrap
 from pathlib import Path
 
 from tests.conftest import PYTHON, ROOT
-from training import prepared, request_transform, run_dir
-from training.datasets import synthetic
-from training.events import validate_events
-from training.features import feature_spec
-from training.views import held_out
+from training.data import prepared, request_transform
+from training import run_dir
+from training.data.datasets import synthetic
+from training.data.events import validate_events
+from training.model.features import feature_spec
+from training.data.views import held_out
 
 
 class _WritesMarker:
@@ -54,7 +55,7 @@ def test_a_hostile_workflow_pickle_is_never_loaded_by_evaluate_recommend_or_expo
         import json, sys
         from export.repository import ExportOptions, export
         from training import evaluate
-        from training.parquet import read_parquet
+        from training.data.parquet import read_parquet
         from training.recommend import recommend
 
         evaluate.main(["--run", {str(run)!r}, "--split", "test"])

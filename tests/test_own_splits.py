@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PYTHON, ROOT
-from training import prepared
-from training.codes import SPECIAL_CODES
-from training.parquet import read_parquet
+from training.data import prepared
+from training.data.codes import SPECIAL_CODES
+from training.data.parquet import read_parquet
 
 MAPPING = "session: sid\nitem: item\ntime: ts\ncategorical: [cat]\ncontinuous: [price]\n"
 

@@ -1,11 +1,11 @@
-"""Reading parquet in a command leaves the process to exit cleanly (training/parquet.py)."""
+"""Reading parquet in a command leaves the process to exit cleanly (training/data/parquet.py)."""
 import subprocess
 
 import numpy as np
 import pandas as pd
 
 from tests.conftest import PYTHON, ROOT
-from training.parquet import read_parquet
+from training.data.parquet import read_parquet
 
 RUNS = 16  # through pandas' file object about a quarter of the runs aborted here: all 16 clean by chance is ~1%
 
@@ -15,7 +15,7 @@ def test_a_process_that_read_parquet_exits_cleanly_every_time(tmp_path):
     frame = pd.DataFrame({"session_id": np.arange(1_000),
                           "item_id/list": [rng.integers(0, 2_000, rng.integers(2, 9)) for _ in range(1_000)]})
     frame.to_parquet(tmp_path / "sessions.parquet")
-    script = ("import sys; from training.parquet import read_parquet; "
+    script = ("import sys; from training.data.parquet import read_parquet; "
               "print(len(read_parquet(sys.argv[1], columns=['session_id', 'item_id/list'])))")
     failures = []
     for _ in range(RUNS):

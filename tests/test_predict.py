@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PYTHON, ROOT
-from training.parquet import read_parquet
+from training.data.parquet import read_parquet
 
 
 @pytest.fixture(scope="module")
 def held_out_events(prepared_synthetic):
     from training.prepare import raw_events
-    from training.views import held_out
+    from training.data.views import held_out
 
     events, _, key = raw_events(prepared_synthetic)
     return held_out(events, key, "timestamp", 30, seed=3)[0], key

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from training import prepare, prepared
-from training.codes import SPECIAL_CODES
+from training import prepare
+from training.data import prepared
+from training.data.codes import SPECIAL_CODES
 
 MAPPING = "session: sid\nitem: item\ntime: ts\n"
 MAX_LENGTH = 5

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import PYTHON, ROOT
-from training import prepare, prepared
-from training.events import EventsError
+from training import prepare
+from training.data import prepared
+from training.data.events import EventsError
 
 MAPPING = "session: sid\nuser: uid\nitem: item\ntime: ts\ncategorical: [cat]\ncontinuous: [price]\n"
 

@@ -8,9 +8,9 @@ import nvtabular as nvt
 import pandas as pd
 from merlin.schema import Tags
 
-from training import prepared, views
-from training.events import EventColumns
-from training.workflow import SPECIAL_CODES, WorkflowOptions, build_workflow, fit_workflow
+from training.data import prepared, views
+from training.data.events import EventColumns
+from training.data.workflow import SPECIAL_CODES, WorkflowOptions, build_workflow, fit_workflow
 
 COLUMNS = EventColumns(session="sid", item="item", time="ts", categorical=("cat",), continuous=("price",), context_categorical=("device",))
 

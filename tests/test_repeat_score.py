@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.features import FeatureSpec
-from training.losses import FIRST_ITEM_CODE, ChunkedCrossEntropy, LossConfig, LossError, NextItemLoss, _repeat_entries
-from training.model import REPEAT_SCALE, ModelConfig, ModelConfigError, NextItemModel
-from training.tasks import TaskConfig, task_loss
+from training.model.features import FeatureSpec
+from training.model.losses import FIRST_ITEM_CODE, ChunkedCrossEntropy, LossConfig, LossError, NextItemLoss, _repeat_entries
+from training.model.next_item import REPEAT_SCALE, ModelConfig, ModelConfigError, NextItemModel
+from training.model.tasks import TaskConfig, task_loss
 
 SPEC = FeatureSpec(item="items", item_cardinality=40)
 WEIGHTS = [2.0, 0.5, 0.25]

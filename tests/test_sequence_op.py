@@ -11,7 +11,7 @@ import pandas as pd
 from merlin.schema import Tags
 
 from tests.conftest import PYTHON
-from training.sequence_op import SequenceGroupby
+from training.data.sequence_op import SequenceGroupby
 
 
 def _events(n=3_000, seed=3):
@@ -58,7 +58,7 @@ def test_saved_workflow_loads_without_hf4rec(tmp_path):
     events = _events(200)
     workflow = nvt.Workflow(["session", "item", "ts"] >> SequenceGroupby("session", "ts", {"item": ["list"]}, max_length=4))
     workflow.fit(nvt.Dataset(events, cpu=True))
-    from training.workflow import save_workflow
+    from training.data.workflow import save_workflow
 
     save_workflow(workflow, tmp_path / "workflow")
     events.to_parquet(tmp_path / "events.parquet")

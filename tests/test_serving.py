@@ -22,7 +22,7 @@ from serve.server import TritonServer
 from tests.conftest import PYTHON, ROOT
 from training.prepare import raw_events
 from training.recommend import recommend
-from training.views import held_out
+from training.data.views import held_out
 
 K = 10
 MAX_BATCH = 16

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.datasets.sessions import FIRST_ITEM_ID, REAL, SPLITS, SessionConfig, generate_sessions, item_genres, main, statistics
+from training.data.datasets.sessions import FIRST_ITEM_ID, REAL, SPLITS, SessionConfig, generate_sessions, item_genres, main, statistics
 
 SMALL = {"n_items": 21_000, "n_train_sessions": 4_900, "n_valid_sessions": 750, "n_test_sessions": 750}
 TINY = ["--items", "10500", "--train-sessions", "2450", "--valid-sessions", "375", "--test-sessions", "375"]  # a twentieth
@@ -93,8 +93,8 @@ def test_bad_sizes_are_refused_in_one_line(tmp_path, capsys):
 def test_baselines_are_strong_but_far_from_solving_it(tmp_path):
     """Through the command's files, training.prepare's own splits and training.baselines, every position."""
     from training.baselines import baseline_metrics
-    from training.data import SequenceData
-    from training.features import feature_spec
+    from training.batches import SequenceData
+    from training.model.features import feature_spec
     from training.prepare import PrepareArgs, run
 
     raw = tmp_path / "raw"

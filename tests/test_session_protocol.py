@@ -15,14 +15,14 @@ from tests.conftest import PYTHON, ROOT
 
 @pytest.fixture(scope="module")
 def test_rows(prepared_synthetic):
-    from training.data import SequenceData
-    from training.features import feature_spec
+    from training.batches import SequenceData
+    from training.model.features import feature_spec
 
     return SequenceData(prepared_synthetic, "test", feature_spec(prepared_synthetic))
 
 
 def _model(spec, architecture: str, task: str, repeat_window: int = 0):
-    from training.model import ModelConfig, NextItemModel
+    from training.model.next_item import ModelConfig, NextItemModel
 
     torch.manual_seed(0)
     model = NextItemModel(spec, ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=1, n_heads=1,

@@ -50,6 +50,6 @@ def test_the_commands_run_from_outside_the_repository(tmp_path):
         done = subprocess.run([PYTHON, "-m", module, "--help"], cwd=tmp_path, capture_output=True, text=True, env=env)
         assert done.returncode == 0 and "usage:" in done.stdout, (module, done.stderr[-2000:])
     # what the commands import when they run: offline prediction compiles requests with the served transform
-    done = subprocess.run([PYTHON, "-c", "import model_repository.transform.compiled, training.request_transform"],
+    done = subprocess.run([PYTHON, "-c", "import model_repository.transform.compiled, training.data.request_transform"],
                           cwd=tmp_path, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]

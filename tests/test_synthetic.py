@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from training.datasets.synthetic import COLUMNS, FIRST_ITEM_ID, SyntheticConfig, generate_events
-from training.events import validate_events
+from training.data.datasets.synthetic import COLUMNS, FIRST_ITEM_ID, SyntheticConfig, generate_events
+from training.data.events import validate_events
 
 
 def test_same_seed_same_events_other_seed_other_events():

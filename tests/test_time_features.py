@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from model_repository.transform.compiled import RECENT_DAYS, ItemTimes, RequestTransform, fit_item_times, time_features
-from training import prepare, prepared
-from training.events import EventsError
+from training import prepare
+from training.data import prepared
+from training.data.events import EventsError
 
 MONDAY = 1_699_833_600  # 2023-11-13 00:00 UTC, a Monday
 ALL = ("gap", "elapsed", "hour", "weekday", "age", "recent")
@@ -59,7 +60,7 @@ def test_an_events_value_depends_only_on_earlier_events():
 
 @pytest.fixture(scope="module")
 def timed(tmp_path_factory):
-    from training.datasets import synthetic
+    from training.data.datasets import synthetic
 
     folder = tmp_path_factory.mktemp("timed")
     events = synthetic.generate_events(synthetic.SyntheticConfig(n_events=20_000, seed=4))
@@ -110,7 +111,7 @@ def test_item_statistics_are_fitted_on_training_events_only(timed):
 
 
 def test_time_features_are_model_inputs(timed):
-    from training.features import feature_spec
+    from training.model.features import feature_spec
 
     spec = feature_spec(timed[0])
     assert {"time_gap_log_list", "hour_sin_list", "weekday_cos_list"} <= set(spec.continuous)

@@ -16,12 +16,13 @@ from export.torchscript import input_names, kept_events
 from export.transform_spec import compile_workflow
 from model_repository.transform.compiled import RequestTransform
 from tests.conftest import ROOT
-from training import prepare, prepared, views
+from training import prepare
+from training.data import prepared, views
 from training.config import load_config
-from training.datasets import synthetic
-from training.data import SequenceData
-from training.features import feature_spec
-from training.model import NextItemModel
+from training.data.datasets import synthetic
+from training.batches import SequenceData
+from training.model.features import feature_spec
+from training.model.next_item import NextItemModel
 
 MAX_LENGTH = 12
 WINDOW_DAYS = 2.0

@@ -15,11 +15,11 @@ from tests.conftest import PYTHON, ROOT
 from training import run_dir
 from training.baselines import baseline_metrics, rule_weights
 from training.config import ConfigError, build_config, load_config
-from training.data import SequenceData
+from training.batches import SequenceData
 from training.evaluate import evaluate
-from training.features import FeatureError, feature_spec
-from training.losses import LossConfig, NextItemLoss
-from training.model import FIRST_ITEM_CODE, ModelConfig, NextItemModel
+from training.model.features import FeatureError, feature_spec
+from training.model.losses import LossConfig, NextItemLoss
+from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, NextItemModel
 from training.train import Trainer, lr_lambda
 
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
@@ -173,7 +173,7 @@ def test_training_learns_the_synthetic_transitions(prepared_synthetic, tmp_path)
 
 
 def test_length_buckets_cut_padding_and_still_vary_per_epoch(prepared_synthetic, spec):
-    from training.data import SequenceData
+    from training.batches import SequenceData
 
     data = SequenceData(prepared_synthetic, "train", spec)
 
@@ -214,7 +214,7 @@ def test_budgeted_run_stops_in_time_at_a_low_rate(prepared_synthetic, tmp_path):
 
 def test_the_model_stack_imports_without_nvtabular_or_merlin():
     blocked = "import sys; sys.modules.update(merlin=None, nvtabular=None, dask=None); "
-    probe = blocked + "import training.train, training.evaluate, training.run_dir, training.model, training.data; print('ok')"
+    probe = blocked + "import training.train, training.evaluate, training.run_dir, training.model, training.batches; print('ok')"
     done = subprocess.run([PYTHON, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
@@ -276,7 +276,7 @@ def test_config_values_are_typed():
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing, monkeypatch):
-    from training.losses import ChunkedCrossEntropy
+    from training.model.losses import ChunkedCrossEntropy
 
     monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 7)  # several chunks and a ragged last one
     generator = torch.Generator().manual_seed(0)
@@ -297,7 +297,7 @@ def test_chunked_cross_entropy_matches_pytorch_in_value_and_gradients(smoothing,
 def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full_logits(dtype, grouped, monkeypatch):
     """Rows' targets are their own columns; another column holding the same item code is no negative,
     nor (grouped) another row's column of the row's group, in chunks cutting through groups."""
-    from training.losses import ChunkedCrossEntropy
+    from training.model.losses import ChunkedCrossEntropy
 
     monkeypatch.setattr(ChunkedCrossEntropy, "ROWS", 5)
     generator = torch.Generator().manual_seed(1)
@@ -324,7 +324,7 @@ def test_chunked_sampled_softmax_leaves_out_accidental_hits_like_the_masked_full
 
 def test_chunked_cross_entropy_under_bf16_autocast_is_close_to_float32():
     """Products in bfloat16, the softmax in float32: the loss and gradients stay near full precision."""
-    from training.losses import ChunkedCrossEntropy
+    from training.model.losses import ChunkedCrossEntropy
 
     generator = torch.Generator().manual_seed(2)
     hidden = torch.randn(700, 16, generator=generator, requires_grad=True)  # two chunks
@@ -361,7 +361,7 @@ def test_two_process_data_parallel_run(prepared_synthetic, tmp_path):
 
 
 def _train_rows(prepared_dir):
-    from training.data import SequenceData
+    from training.batches import SequenceData
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -400,8 +400,8 @@ def test_pretrained_item_embeddings_from_parquet_by_original_id(prepared_synthet
     import numpy as np
     import pandas as pd
 
-    from training import prepared
-    from training.pretrained import load_item_embeddings
+    from training.data import prepared
+    from training.model.pretrained import load_item_embeddings
 
     vocabulary = prepared.item_vocabulary(prepared_synthetic)
     vectors = pd.DataFrame({"item_id": vocabulary.values[::-1], "embedding": [np.full(4, float(code)) for code in vocabulary.index[::-1]]})
@@ -421,7 +421,7 @@ def test_pretrained_item_embeddings_from_parquet_by_original_id(prepared_synthet
 def test_pretrained_embeddings_must_match_the_catalog(prepared_synthetic, tmp_path):
     import numpy as np
 
-    from training.pretrained import load_item_embeddings
+    from training.model.pretrained import load_item_embeddings
 
     np.save(tmp_path / "wrong.npy", np.zeros((7, 3), dtype=np.float32))
     with pytest.raises(FeatureError, match=r"expected shape \[600, dim\] \(one row per item code\), got \[7, 3\]"):
@@ -429,7 +429,7 @@ def test_pretrained_embeddings_must_match_the_catalog(prepared_synthetic, tmp_pa
 
 
 def test_rtd_head_learns_to_spot_replaced_items(prepared_synthetic, tmp_path):
-    from training.data import SequenceData
+    from training.batches import SequenceData
 
     config = load_config(ROOT / "training/configs/electra_rtd.yaml", FAST + ["train.epochs=4", "train.batch_size=32"])
     trainer = Trainer(config, prepared_synthetic, tmp_path / "run")

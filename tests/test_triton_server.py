@@ -109,7 +109,9 @@ def test_perf_analyzer_from_setup_measures_the_server(server, tmp_path):
     result = subprocess.run(
         [str(server.layout.perf_analyzer), "-m", "double_then_add_one", "-u", server.grpc_url, "-i", "grpc",
          "--shape", "VALUES:3", "--concurrency-range", "1", "--measurement-mode", "count_windows",
-         "--measurement-request-count", "30", "-s", "100", "--max-trials", "3", "-f", str(report)],
+         "--measurement-request-count", "30", "-s", "100", "--max-trials", "3", "-f", str(report),
+         # windows always "stable": on 2 busy shared cores they may differ by more than 10%, which is no fault here
+         "--stability-percentage", "1000"],
         env=server.layout.process_env(), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

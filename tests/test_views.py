@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import views
-from training.events import EventColumns, EventsError
+from training.data import views
+from training.data.events import EventColumns, EventsError
 
 COLUMNS = EventColumns(user="user", item="item", time="ts")
 

@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from training.datasets import yoochoose_sample
-from training.events import EventsError
+from training.data.datasets import yoochoose_sample
+from training.data.events import EventsError
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def test_a_changed_file_is_refused(sample, tmp_path):
 def test_sequential_rules_beat_popularity_on_real_sessions(sample, tmp_path):
     """The last 20% of sessions by start test, the 10% before validate: own splits, every position."""
     from training.baselines import baseline_metrics
-    from training.data import SequenceData
-    from training.features import feature_spec
+    from training.batches import SequenceData
+    from training.model.features import feature_spec
     from training.prepare import PrepareArgs, run
 
     events = yoochoose_sample.load_events(sample)

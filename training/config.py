@@ -11,9 +11,9 @@ from typing import Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from training.losses import LossConfig
-from training.model import ModelConfig
-from training.tasks import TaskConfig
+from training.model.losses import LossConfig
+from training.model.next_item import ModelConfig
+from training.model.tasks import TaskConfig
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import torch
 
 from training import cli, run_dir
 from training.allocator import keep_freed_memory
-from training.data import SequenceData
+from training.batches import SequenceData
 from training.metrics import ranking_metrics, target_ranks
-from training.model import NextItemModel
+from training.model.next_item import NextItemModel
 from training.progress import Progress
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from training import cli, prepared, run_dir
+from training import cli, run_dir
+from training.data import prepared
 from training.config import Config, ConfigError, load_config
-from training.data import SequenceData
+from training.batches import SequenceData
 from training.evaluate import evaluate
-from training.features import FeatureError
-from training.losses import LossError
-from training.model import ModelConfigError
+from training.model.features import FeatureError
+from training.model.losses import LossError
+from training.model.next_item import ModelConfigError
 from training.train import Trainer, lr_lambda
 
 EMPTY_WINDOW = "no sequence with 2 or more events"

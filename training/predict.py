@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import cli, prepared, request_transform, run_dir, views
+from training import cli, run_dir
+from training.data import prepared, request_transform, views
 from training.allocator import keep_freed_memory
-from training.events import EventColumns, validate_events
-from training.parquet import read_parquet
+from training.data.events import EventColumns, validate_events
+from training.data.parquet import read_parquet
 from training.progress import Progress
 from training.recommend import top_items, top_items_every_position
 

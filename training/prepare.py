@@ -12,13 +12,13 @@ training become the OOV code, which the metrics count as misses.
 its protocol, counted before the split; 1 otherwise: every item kept). With a time split or your
 own splits it counts and drops training events only: held-out events keep their items (unknown
 ones are OOV, as at serving time). --long-sequences split cuts training sequences longer than
---max-length into several (`training.views.split_long_sequences`) instead of keeping their last
+--max-length into several (`training.data.views.split_long_sequences`) instead of keeping their last
 events; held-out rows always keep the last --max-length events, as requests do.
 
-Writes DIR (the contract every later stage reads; see `training.prepared`):
+Writes DIR (the contract every later stage reads; see `training.data.prepared`):
     prepared.json          what was prepared: dataset, view, split, columns and their roles, max length, counts
     transform.json         the fitted workflow's request-time part as plain data (what export and
-                           offline prediction read: `training.request_transform`)
+                           offline prediction read: `training.data.request_transform`)
     workflow/              the fitted workflow (`nvtabular.Workflow.load`, for one's own data), categories included
     train/ valid/ test/    one row per sequence: part_0.parquet + schema.pbtxt
     windows/NNNN/          time split only: every window's sequences, for incremental training
@@ -35,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import cli, distributed, prepared, request_transform, views
-from training.codes import SPECIAL_CODES
-from training.events import EventColumns, EventsError, check_continuous, read_event_file, validate_events
-from training.features import column_roles
+from training import cli
+from training.data import distributed, prepared, request_transform, views
+from training.data.codes import SPECIAL_CODES
+from training.data.events import EventColumns, EventsError, check_continuous, read_event_file, validate_events
+from training.model.features import column_roles
 from training.progress import note
-from training.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
+from training.data.workflow import CONTINUOUS, WorkflowOptions, build_workflow, fit_workflow, save_workflow
 from model_repository.transform.compiled import ITEM_FEATURES, ITEM_TIMES, TIME_FEATURES, ItemTimes, fit_item_times, time_features
 
 BUILTIN = ("ml-1m", "ml-100k", "synthetic")
@@ -93,11 +94,11 @@ class PrepareArgs:
 
 def load(args: PrepareArgs) -> tuple[pd.DataFrame, EventColumns]:
     if args.dataset in ("ml-1m", "ml-100k"):
-        from training.datasets import movielens
+        from training.data.datasets import movielens
 
         return validate_events(movielens.load_events(args.dataset), movielens.COLUMNS, args.dataset), movielens.COLUMNS
     if args.dataset == "synthetic":
-        from training.datasets import synthetic
+        from training.data.datasets import synthetic
 
         config = synthetic.SyntheticConfig(n_events=args.synthetic_events, seed=args.seed)
         return validate_events(synthetic.generate_events(config), synthetic.COLUMNS, "synthetic"), synthetic.COLUMNS

@@ -1,5 +1,5 @@
 """Offline answers for raw events: the fitted workflow's request-time transform (plain data,
-`training.request_transform`, as the served transform step runs it), the run's model in eager
+`training.data.request_transform`, as the served transform step runs it), the run's model in eager
 mode and a full sort of the scores. What the served ensemble must answer; reads no pickle."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training import prepared, request_transform, run_dir
+from training.data import prepared, request_transform
+from training import run_dir
 
 SCORE_VALUES = 1 << 25  # next-item scores held at once, [prefixes x catalog] (128 MB of float32)
 

@@ -21,9 +21,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from training import prepared
+from training.data import prepared
 from training.config import Config, build_config
-from training.features import FeatureSpec, feature_spec
+from training.model.features import FeatureSpec, feature_spec
 
 CONFIG = "config.yaml"
 RUN = "run.json"
@@ -120,7 +120,7 @@ def spec_of(run: Path, config: Config) -> FeatureSpec:
 
 def load_model(run: Path):
     """The best weights of a run, ready for inference (eval mode)."""
-    from training.model import NextItemModel
+    from training.model.next_item import NextItemModel
 
     config = load_config(run)
     weights = Path(run) / WEIGHTS

@@ -26,14 +26,14 @@ from tqdm import tqdm
 from training import cli, run_dir
 from training.allocator import keep_freed_memory
 from training.config import Config, ConfigError, load_config
-from training.data import SequenceData
+from training.batches import SequenceData
 from training.evaluate import PROTOCOLS, evaluate
-from training.features import FeatureError, feature_spec
-from training.losses import LossError, NextItemLoss, check_loss
-from training.model import ModelConfigError, NextItemModel, check_config as check_model
-from training.pretrained import load_item_embeddings
+from training.model.features import FeatureError, feature_spec
+from training.model.losses import LossError, NextItemLoss, check_loss
+from training.model.next_item import ModelConfigError, NextItemModel, check_config as check_model
+from training.model.pretrained import load_item_embeddings
 from training.progress import Progress
-from training.tasks import TaskConfigError, check_task, task_loss
+from training.model.tasks import TaskConfigError, check_task, task_loss
 
 SCHEDULES = ("cosine", "linear", "constant")
 

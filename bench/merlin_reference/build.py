@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from training import prepared
+from training.data import prepared
 from training import run_dir as runs
 
 EXECUTOR = "executor_model"  # merlin-systems' default name for the entry point

@@ -22,7 +22,7 @@ from bench.merlin_reference.build import build_repository
 from training import run_dir as runs
 from training.prepare import raw_events
 from training.recommend import score_events
-from training.views import held_out
+from training.data.views import held_out
 
 TOLERANCE = 1e-4
 

@@ -29,7 +29,7 @@ def ran_with(config, data: Path) -> dict:
 def train(config_file: Path, data: Path, run: Path, overrides: list[str]) -> dict:
     from training import run_dir
     from training.config import load_config
-    from training.data import SequenceData
+    from training.batches import SequenceData
     from training.evaluate import evaluate
     from training.train import Trainer
 

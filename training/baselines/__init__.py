@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training import prepared
+from training.data import prepared
 from training.baselines.knn import decay_weights, session_knn, vstan
 from training.baselines.popularity import Scorer, most_popular, popularity_scores
 from training.baselines.rules import first_order_transitions, rule_weights, sequential_rules
-from training.data import SequenceData
+from training.batches import SequenceData
 from training.evaluate import evaluate_scores
 
 BASELINES = {"most_popular": most_popular, "transitions": first_order_transitions, "sequential_rules": sequential_rules,
@@ -56,7 +56,7 @@ def session_start_times(prepared_dir: Path, train: SequenceData) -> np.ndarray:
     """Each row of the prepared training split's session start (unix s): its column tagged TIME."""
     from merlin.schema import Tags
 
-    from training.features import read_schema
+    from training.model.features import read_schema
 
     column = read_schema(prepared_dir, "train").select_by_tag(Tags.TIME).column_names[0]
     return prepared.read_split(prepared_dir, "train")[column].to_numpy()[train.rows]

@@ -9,9 +9,9 @@ from pathlib import Path
 from training import cli
 from training.allocator import keep_freed_memory
 from training.baselines import BASELINES, BY_RECENCY, baseline_names, fit_baseline, session_start_times
-from training.data import SequenceData
+from training.batches import SequenceData
 from training.evaluate import PROTOCOLS, evaluate_scores
-from training.features import feature_spec
+from training.model.features import feature_spec
 
 
 def main(argv: list[str] | None = None) -> None:

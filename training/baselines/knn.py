@@ -19,8 +19,8 @@ import torch
 from scipy import sparse
 
 from training.baselines.popularity import Scorer, dense_scores, popularity_below_zero, row_of_entries
-from training.codes import SPECIAL_CODES
-from training.data import SequenceData
+from training.data.codes import SPECIAL_CODES
+from training.batches import SequenceData
 
 DAY_S = 86_400
 

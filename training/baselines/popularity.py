@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from training.codes import SPECIAL_CODES
-from training.data import SequenceData
+from training.data.codes import SPECIAL_CODES
+from training.batches import SequenceData
 
 Scorer = Callable[[dict], torch.Tensor]  # a batch (targets removed) -> scores [rows, catalog]
 

@@ -6,8 +6,8 @@ import torch
 from scipy import sparse
 
 from training.baselines.popularity import Scorer, dense_scores, popularity_below_zero, popularity_scores, row_of_entries
-from training.codes import SPECIAL_CODES
-from training.data import SequenceData
+from training.data.codes import SPECIAL_CODES
+from training.batches import SequenceData
 
 
 def rule_weights(train: SequenceData, steps: int = 1, prune: int | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training import prepared
+from training.data import prepared
 
 if TYPE_CHECKING:  # Merlin is imported only to read a schema: the model stack runs without it
     from merlin.schema import Schema
@@ -33,7 +33,7 @@ class FeatureSpec:
     context_categorical: dict[str, int] = field(default_factory=dict)  # scalar column -> cardinality
     context_continuous: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()  # columns present but not used, with the reason warned
-    history: str | None = None  # session-aware view: the item codes of the user's earlier sessions (training.history)
+    history: str | None = None  # session-aware view: the item codes of the user's earlier sessions (training.model.history)
 
     @property
     def list_columns(self) -> tuple[str, ...]:

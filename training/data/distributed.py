@@ -23,7 +23,7 @@ import nvtabular as nvt
 import pandas as pd
 from merlin.core.utils import set_dask_client
 
-from training.events import EventsError
+from training.data.events import EventsError
 
 LOCAL = "local:"  # --dask-scheduler local:N starts N single-threaded worker processes here
 CONNECT_TIMEOUT_S = 30  # how long to keep trying a scheduler address

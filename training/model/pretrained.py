@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training import prepared
-from training.features import FeatureError
-from training.parquet import read_parquet
+from training.data import prepared
+from training.model.features import FeatureError
+from training.data.parquet import read_parquet
 
 
 def load_item_embeddings(path: str | Path, prepared_dir: Path, catalog: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ How a session is made (what a model can learn from it):
 - sessions start uniformly over `n_days`; the last ones are test, the ones before validate;
   validation and test events of items never seen in training are dropped (as in the real data).
 
-    python -m training.datasets.sessions --out DIR [--items N] [--train-sessions N]
+    python -m training.data.datasets.sessions --out DIR [--items N] [--train-sessions N]
         [--valid-sessions N] [--test-sessions N] [--days N] [--seed S]
 
 writes DIR/train.parquet, valid.parquet, test.parquet and mapping.yaml for
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.events import EventColumns
+from training.data.events import EventColumns
 from training import cli
 
 COLUMNS = EventColumns(session="session_id", item="item_id", time="timestamp")
@@ -355,7 +355,7 @@ def write_splits(splits: dict[str, pd.DataFrame], out: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[Path, SessionConfig]:
     defaults = SessionConfig()
-    parser = cli.Parser(prog="python -m training.datasets.sessions", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.data.datasets.sessions", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for train/valid/test.parquet and mapping.yaml")
     for flag, field in (("--items", "n_items"), ("--train-sessions", "n_train_sessions"), ("--valid-sessions", "n_valid_sessions"),
                         ("--test-sessions", "n_test_sessions"), ("--days", "n_days"), ("--seed", "seed")):

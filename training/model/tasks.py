@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.losses import NextItemLoss
-from training.model import FIRST_ITEM_CODE, NextItemModel, compact, keep_last
+from training.model.losses import NextItemLoss
+from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
+from training.model.sequence import compact, keep_last
 
 
 @dataclass(frozen=True)

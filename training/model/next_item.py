@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.bodies import BODIES, BodyConfig, BodyError, SequenceBody, positions_like
-from training.codes import SPECIAL_CODES
-from training.features import FeatureSpec
-from training.history import HISTORY_ENCODINGS, HistoryEncoder
+from training.data.codes import SPECIAL_CODES
+from training.model.bodies import BODIES, BodyConfig, BodyError, SequenceBody, positions_like
+from training.model.features import FeatureSpec
+from training.model.history import HISTORY_ENCODINGS, HistoryEncoder
+from training.model.inputs import SequenceInputs
+from training.model.sequence import at_positions, compact, keep_last
 
 FIRST_ITEM_CODE = SPECIAL_CODES["first_value"]  # codes below (pad, null, OOV) are never recommended
 # logits per unit of a repeat weight: a weight moves about a learning rate per step, and the best
@@ -28,7 +30,7 @@ REPEAT_SCALE = 10.0
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: str = "gpt2"  # body name, one of training.bodies.BODIES
+    architecture: str = "gpt2"  # body name, one of training.model.bodies.BODIES
     task: str = "clm"  # clm | mlm | plm (XLNet) | rtd (ELECTRA-style): what training predicts (the body must support it)
     rtd_generator_layers: int = 1  # rtd: layers of the small generator body (shares inputs and item table)
     d_model: int = 64  # hidden size of inputs, body and item table
@@ -52,7 +54,7 @@ class ModelConfig:
     exclude_features: tuple[str, ...] = field(default_factory=tuple)  # prepared columns not to use
     pretrained_item_embeddings: str | None = None  # .npy [catalog, dim] by item code, or .parquet (item id, embedding)
     freeze_pretrained: bool = True  # keep the pretrained vectors fixed (their projection still trains)
-    history: str = "none"  # the user's earlier sessions (session-aware view): none | prefix | pooled (training.history)
+    history: str = "none"  # the user's earlier sessions (session-aware view): none | prefix | pooled (training.model.history)
     history_length: int = 50  # history items read, the last ones
 
 
@@ -98,122 +100,9 @@ def body_positions(config: ModelConfig) -> int:
     return session + (config.history_length + 1 if config.history == "prefix" else 0)
 
 
-class SoftOneHot(nn.Module):
-    """A continuous value as a softmax-weighted mix of learned bin embeddings."""
-
-    def __init__(self, bins: int, dim: int):
-        super().__init__()
-        self.projection = nn.Linear(1, bins)
-        self.bins = nn.Embedding(bins, dim)
-
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(self.projection(values.unsqueeze(-1)), dim=-1)
-        return weights @ self.bins.weight
-
-
-class SequenceInputs(nn.Module):
-    """Per-event features (item, categorical, continuous) plus per-sequence context -> [B, L, d_model]."""
-
-    def __init__(self, spec: FeatureSpec, config: ModelConfig, pretrained: torch.Tensor | None = None):
-        super().__init__()
-        self.spec = spec
-        summing = config.aggregation == "element-wise-sum"
-        side_dim = config.d_model if summing else config.feature_dim
-        # one extra row after the catalog: the [MASK] code of MLM, looked up and then replaced by
-        # `mask_embedding`, which starts at zero so that a masked event's state comes from its
-        # context rather than from a constant input that drowns it (as Transformers4Rec masks)
-        self.item_embedding = nn.Embedding(spec.item_cardinality + 1, config.d_model, padding_idx=0)
-        self.mask_code = spec.item_cardinality
-        self.mask_embedding = nn.Parameter(torch.zeros(config.d_model))
-        self.categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim, padding_idx=0) for name, n in spec.categorical.items()})
-        encode = (lambda: nn.Linear(1, side_dim)) if config.continuous_encoding == "linear" else (lambda: SoftOneHot(config.soft_one_hot_bins, side_dim))
-        self.continuous = nn.ModuleDict({name: encode() for name in spec.continuous})
-        self.context_categorical = nn.ModuleDict({name: nn.Embedding(n, side_dim) for name, n in spec.context_categorical.items()})
-        self.context_continuous = nn.ModuleDict({name: encode() for name in spec.context_continuous})
-        self.pretrained = None
-        if pretrained is not None:  # content vectors of items (text, image), a side feature of each event
-            self.pretrained = nn.Sequential(
-                nn.Embedding.from_pretrained(pretrained.float(), freeze=config.freeze_pretrained, padding_idx=0),
-                nn.Linear(pretrained.shape[1], side_dim),
-            )
-        n_side = (len(self.categorical) + len(self.continuous) + len(self.context_categorical)
-                  + len(self.context_continuous) + int(self.pretrained is not None))
-        self.project = None if summing or n_side == 0 else nn.Linear(config.d_model + n_side * side_dim, config.d_model)
-        self.norm = nn.LayerNorm(config.d_model) if config.input_norm else nn.Identity()
-        self.dropout = nn.Dropout(config.dropout)
-        for module in self.modules():
-            if isinstance(module, nn.Embedding) and (self.pretrained is None or module is not self.pretrained[0]):  # small scores at the start, as HF initialises token tables
-                nn.init.normal_(module.weight, std=0.02)
-                if module.padding_idx is not None:
-                    nn.init.zeros_(module.weight[module.padding_idx])
-        for encoder in [*self.continuous.values(), *self.context_continuous.values()]:
-            if isinstance(encoder, nn.Linear):  # at the embeddings' scale: torch's default (weights up to 1 from one input)
-                nn.init.normal_(encoder.weight, std=0.02)  # drowned the 0.02 item vectors, six time features stalled training
-                nn.init.zeros_(encoder.bias)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        items = batch[self.spec.item]
-        parts = [self.item_embedding(items)]
-        parts += [self.categorical[name](batch[name]) for name in self.categorical]
-        if self.pretrained is not None:
-            parts.append(self.pretrained(items.clamp(max=self.spec.item_cardinality - 1)))  # [MASK]: replaced below
-        parts += [_encode_continuous(self.continuous[name], batch[name]) for name in self.continuous]
-        length = items.shape[1]
-        parts += [self.context_categorical[name](batch[name]).unsqueeze(1).expand(-1, length, -1) for name in self.context_categorical]
-        parts += [_encode_continuous(self.context_continuous[name], batch[name]).unsqueeze(1).expand(-1, length, -1)
-                  for name in self.context_continuous]
-        if self.project is None:
-            embeds = torch.stack(parts).sum(0)
-        else:
-            embeds = self.project(torch.cat(parts, dim=-1))
-        embeds = self.dropout(self.norm(embeds))
-        masked = items == self.mask_code
-        return torch.where(masked.unsqueeze(-1), self.mask_embedding.to(embeds.dtype), embeds)
-
-
-def _encode_continuous(encoder: nn.Module, values: torch.Tensor) -> torch.Tensor:
-    values = values.float()
-    return encoder(values.unsqueeze(-1)) if isinstance(encoder, nn.Linear) else encoder(values)
-
-
-def compact(batch: dict[str, torch.Tensor], item: str, list_columns) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Move each row's real events to the front, in order: left- or mid-padded rows become
-    right-padded. Returns the batch and the mask of real events. Always the sort, no branch on
-    the data: a trace records it for any padding, and nothing waits for the device."""
-    mask = batch[item] != 0
-    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
-    out = dict(batch)
-    for name in list_columns:
-        out[name] = torch.gather(batch[name], 1, order)
-    return out, torch.gather(mask, 1, order)
-
-
-@torch.jit.script
-def _last_events(columns: list[torch.Tensor], mask: torch.Tensor, n: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """`keep_last` on a list of columns; scripted so that a traced model keeps the test on the width."""
-    if mask.shape[1] <= n:
-        return columns, mask
-    excess = (mask.sum(1) - n).clamp(min=0)  # at most width - n: the index stays inside the row
-    index = torch.arange(n, device=mask.device)[None, :] + excess[:, None]
-    kept = torch.gather(mask, 1, index)
-    return [torch.gather(values, 1, index).masked_fill(~kept, 0) for values in columns], kept
-
-
-def keep_last(batch: dict[str, torch.Tensor], mask: torch.Tensor, n: int, list_columns) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Keep each right-padded row's last `n` real events (right-padded, width <= n); no value is
-    read on the host."""
-    columns, kept = _last_events([batch[name] for name in list_columns], mask, n)
-    return {**batch, **dict(zip(list_columns, columns))}, kept
-
-
-def at_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Each row's state [B, D] at its position [B]."""
-    return hidden.gather(1, positions[:, None, None].expand(-1, 1, hidden.shape[-1])).squeeze(1)
-
-
 class NextItemModel(nn.Module):
     def __init__(self, spec: FeatureSpec, config: ModelConfig, pretrained: torch.Tensor | None = None):
-        """`pretrained` [catalog, dim]: item content vectors by code (see training.pretrained)."""
+        """`pretrained` [catalog, dim]: item content vectors by code (see training.model.pretrained)."""
         super().__init__()
         check_config(config)
         self.spec, self.config = spec, config

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from training.events import EventColumns, EventsError
+from training.data.events import EventColumns, EventsError
 
 VIEWS = ("sequential", "session", "session-aware")
 SPLITS = ("loo", "time")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import prepared
-from training.codes import SPECIAL_CODES
+from training.data import prepared
+from training.data.codes import SPECIAL_CODES
 
 _PASS_THROUGH = {"SelectionOp", "AddTags", "AddProperties", "ConcatColumns", "AddMetadata"}
 SERVED_AGGREGATIONS = {"list": "list", "first": "context"}  # SequenceGroupby aggregation -> output kind
@@ -29,7 +29,7 @@ class TransformError(ValueError):
 
 
 def _lambda_offset(op, column: str) -> float:
-    """LambdaOp is compiled only when it adds a constant (the bucket shift of training.workflow)."""
+    """LambdaOp is compiled only when it adds a constant (the bucket shift of training.data.workflow)."""
     probe = np.arange(5, dtype=np.int64)
     try:
         shifted = np.asarray(op.f(probe.copy()))
@@ -185,8 +185,8 @@ def current_sessions(events: pd.DataFrame, spec: dict) -> tuple[np.ndarray, dict
     user = history["user_column"]
     events = events.reset_index(drop=True)
     if key not in events.columns and history["session_gap_s"]:  # sessions cut by inactivity, as prepare cut them
-        from training.events import EventColumns
-        from training.views import cut_sessions
+        from training.data.events import EventColumns
+        from training.data.views import cut_sessions
 
         columns = EventColumns(item=history["source"], time=time, user=user)
         events = cut_sessions(events, columns, int(history["session_gap_s"]))  # keyed by views.DERIVED_SESSION, the key

@@ -10,7 +10,7 @@ operator node ends the graph and nothing upstream runs twice.
 Ties in the sort columns keep the input order (a stable sort), which pandas' default
 quicksort in Groupby does not promise.
 
-The saved workflow carries this class by value (see `training.workflow.save_workflow`),
+The saved workflow carries this class by value (see `training.data.workflow.save_workflow`),
 so loading it, in Triton too, needs no hf4rec code.
 """
 from __future__ import annotations

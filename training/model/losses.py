@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.model import FIRST_ITEM_CODE, NextItemModel
+from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 
 LOSSES = ("ce", "sampled", "gbce")
 

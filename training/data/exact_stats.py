@@ -7,7 +7,7 @@ once (the caller holds the training events in memory anyway) and compute the exa
 and a correctly rounded mean and standard deviation (`math.fsum`, order-free): the same
 statistics on any partitioning.
 
-The saved workflow carries these classes by value (see `training.workflow.save_workflow`),
+The saved workflow carries these classes by value (see `training.data.workflow.save_workflow`),
 so loading it needs no hf4rec code.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ What a model can learn from it (so tests can check that training learns):
   the hour the session starts in (before user taste takes its share of the rest): the clock then
   tells what a session browses, which item ids alone tell only after its first events.
 
-    python -m training.datasets.synthetic --out DIR [--events N] [--set FIELD=VALUE ...]
+    python -m training.data.datasets.synthetic --out DIR [--events N] [--set FIELD=VALUE ...]
 
 writes DIR/events.parquet and DIR/mapping.yaml for `python -m training.prepare --dataset
 DIR/events.parquet --mapping DIR/mapping.yaml ...` (e.g. `--set user_taste=0.8 --set n_users=1000`
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from training import cli
-from training.events import EventColumns
+from training.data.events import EventColumns
 
 COLUMNS = EventColumns(
     session="session_id",
@@ -252,7 +252,7 @@ def config_from_settings(settings: list[str]) -> SyntheticConfig:
 
 
 def parse_args(argv: list[str] | None) -> tuple[Path, SyntheticConfig]:
-    parser = cli.Parser(prog="python -m training.datasets.synthetic", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m training.data.datasets.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for events.parquet and mapping.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a SyntheticConfig field, e.g. --set n_events=200000 --set user_taste=0.8")

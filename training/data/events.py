@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.parquet import read_parquet
+from training.data.parquet import read_parquet
 
 
 class EventsError(ValueError):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from training.events import EventColumns, EventsError
+from training.data.events import EventColumns, EventsError
 
 COLUMNS = EventColumns(
     user="user_id",

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import prepared
-from training.features import FeatureSpec
+from training.data import prepared
+from training.model.features import FeatureSpec
 
 
 class SequenceData:

@@ -2,7 +2,7 @@
 
     prepared.json   what was prepared (dataset, view, split, columns, sequence key, max
                     length, each column's role for the model, counts, options); `load_summary`
-    transform.json  the fitted workflow's request-time part as plain data (`training.request_transform`)
+    transform.json  the fitted workflow's request-time part as plain data (`training.data.request_transform`)
     workflow/       the fitted NVTabular workflow, for `nvtabular.Workflow.load` on one's own data
                     (a pickle: hf4rec never loads it); categories under workflow/categories/
     <split>/        part_0.parquet + schema.pbtxt (Merlin schema; cat_path relative to the folder)
@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from training.codes import SPECIAL_CODES
-from training.events import EventColumns
-from training.parquet import read_parquet
+from training.data.codes import SPECIAL_CODES
+from training.data.events import EventColumns
+from training.data.parquet import read_parquet
 
 if TYPE_CHECKING:
     from merlin.schema import Schema

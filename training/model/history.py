@@ -17,14 +17,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.model.sequence import compact, keep_last
+
 HISTORY_ENCODINGS = ("none", "prefix", "pooled")
 
 
 def compact_history(history: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """History codes [B, any] with padding anywhere -> the last `length` real codes, right-padded
     [B, <= length], and their mask."""
-    from training.model import compact, keep_last  # the model module imports this one
-
     kept, mask = keep_last(*compact({"h": history}, "h", ["h"]), length, ["h"])
     return kept["h"], mask
 
