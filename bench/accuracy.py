@@ -10,20 +10,18 @@ a GPU). Runs train with `python -m training.train`, up to --parallel at a time, 
 (test NDCG@10 / HR@10, epochs, wall seconds, sequences/s, the validation curve) is printed and
 written to --out/accuracy.json. Not a test: it measures.
 
-A machine without NVTabular/Merlin (a GPU box) reads the feature specs that `--write-specs FILE`
-computed here from the prepared schema (`--specs FILE`); the model stack itself needs neither.
+Training reads its feature spec from the prepared folder's prepared.json: a machine without
+NVTabular/Merlin (a GPU box) trains on a folder prepared elsewhere.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from bench.output import write_json
@@ -53,37 +51,6 @@ VARIANTS["gpt2_clm:items:attdrop0"] = ("gpt2_clm", _ITEMS + ["model.attention_dr
 VARIANTS["gpt2_clm:side:d128"] = ("gpt2_clm", VARIANTS["gpt2_clm:side"][1] + ["model.d_model=128"])
 
 
-def write_specs(data: Path, path: Path) -> None:
-    """Feature specs of every variant's exclude list, read from the prepared schema (needs Merlin)."""
-    from training.config import load_config
-    from training.model.features import feature_spec
-
-    specs = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for config, overrides in VARIANTS.values():
-            exclude = load_config(CONFIGS / f"{config}.yaml", overrides).model.exclude_features
-            specs[json.dumps(sorted(exclude))] = dataclasses.asdict(feature_spec(data, tuple(exclude)))
-    write_json(path, specs)
-
-
-def train_with_specs(specs: Path, argv: list[str]) -> None:
-    """`python -m training.train argv`, the feature spec looked up in `specs` instead of the schema."""
-    from training import run_dir, train
-    from training.model.features import FeatureSpec
-
-    table = json.loads(specs.read_text())
-
-    def lookup(data, exclude=()):
-        spec = dict(table[json.dumps(sorted(exclude))])
-        for key in ("continuous", "context_continuous", "ignored"):
-            spec[key] = tuple(spec[key])
-        return FeatureSpec(**spec)
-
-    train.feature_spec = run_dir.feature_spec = lookup
-    train.main(argv)
-
-
 def history(run: Path) -> list[dict]:
     path = run / "metrics.csv"
     if not path.exists():
@@ -101,15 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="'NAME=BASE key=value ...'",
                         help="an extra variant: a named one (BASE) plus overrides; repeatable")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (1 on this 2-core CPU)")
-    parser.add_argument("--specs", type=Path, help="feature specs written by --write-specs (for machines without Merlin)")
-    parser.add_argument("--write-specs", type=Path, help="write the feature specs of every variant and exit")
-    parser.add_argument("--train-with-specs", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="section.key=value for every variant")
     args = parser.parse_args(argv)
-    if args.write_specs:
-        return write_specs(args.data, args.write_specs)
-    if args.train_with_specs is not None:
-        return train_with_specs(args.specs, args.train_with_specs)
     names = args.only.split(",") if args.only else ([] if args.variant else list(VARIANTS))
     for text in args.variant:
         name, _, rest = text.partition("=")
@@ -131,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(run, ignore_errors=True)
             train_args = ["--config", str(CONFIGS / f"{config}.yaml"), "--data", str(args.data), "--out", str(run),
                           *PROTOCOL, *args.overrides, *overrides]  # a variant's own settings win
-            command = [sys.executable, "-m", "bench.accuracy", "--specs", str(args.specs), "--train-with-specs", *train_args] \
-                if args.specs else [sys.executable, "-m", "training.train", *train_args]
+            command = [sys.executable, "-m", "training.train", *train_args]
             log = open(args.out / f"{run.name}.log", "w")
             running[name] = (subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), run, time.perf_counter(), log)
         time.sleep(1)

@@ -18,3 +18,54 @@ def test_serve_launcher_imports_nothing_heavy():
     script = f"import sys, serve.server, serve.install\nprint([m for m in {HEAVY!r} if m in sys.modules])"
     result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+# importing NVTabular or Merlin fails in the process this runs: a stage that needs them stops there
+NO_MERLIN = """
+import runpy, sys
+class NoMerlin:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("nvtabular", "merlin"):
+            raise ImportError(f"{name} is blocked: this stage must run without NVTabular and Merlin")
+sys.meta_path.insert(0, NoMerlin())
+module, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def test_blocking_merlin_stops_a_stage_that_imports_it(tmp_path):
+    result = subprocess.run([PYTHON, "-c", NO_MERLIN, "training.data.workflow"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "is blocked" in result.stderr, result.stderr[-2000:]
+
+
+def test_evaluation_and_export_run_without_merlin(synthetic_runs, tmp_path):
+    """A run carries what loading it needs (config, features.json, weights, transform.json): evaluating
+    and exporting it import neither NVTabular nor Merlin (a GPU box may have neither)."""
+    run = synthetic_runs[0]
+    evaluated = subprocess.run([PYTHON, "-c", NO_MERLIN, "training.evaluate", "--run", str(run), "--split", "test"],
+                               cwd=ROOT, capture_output=True, text=True)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert '"ndcg@10"' in evaluated.stdout
+    exported = subprocess.run([PYTHON, "-c", NO_MERLIN, "export", "--run", str(run), "--repo", str(tmp_path / "repo")],
+                              cwd=ROOT, capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "repo" / "hf4rec" / "config.pbtxt").is_file()
+
+
+def test_a_run_loads_its_feature_spec_from_features_json(synthetic_runs, tmp_path):
+    """Loading a run reads the spec it trained with from features.json, not the prepared schema or summary."""
+    import json
+    import shutil
+
+    from training import run_dir
+    from training.data.codes import SPECIAL_CODES
+    from training.model.features import FeatureSpec
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_runs[0], run)
+    (run / run_dir.DATA / "prepared.json").unlink()
+    shutil.rmtree(run / run_dir.DATA / "train")
+    written = json.loads((run / run_dir.FEATURES).read_text())
+    model, _ = run_dir.load_model(run)
+    assert model.spec == FeatureSpec.from_dict(written["spec"]) and model.spec.categorical
+    assert written["special_codes"] == SPECIAL_CODES

@@ -52,7 +52,7 @@ def run_incremental(config: Config, data: Path, out: Path) -> dict:
         raise ConfigError(f"data dir {data}: incremental training needs 2 or more windows with a sequence of 2 or more events, got {len(windows)}")
     total_steps = sum(-(-len(w) // train.batch_size) for w in windows[:-1]) * train.epochs
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lr_lambda(train.schedule, train.warmup_steps, total_steps))
-    run_dir.create(out, data, config)
+    run_dir.create(out, data, config, trainer.spec)
     rows = []
     for index in range(len(windows) - 1):
         trainer.train_data = windows[index]

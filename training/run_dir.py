@@ -1,6 +1,7 @@
 """The run directory: the contract between training and export.
 
     config.yaml               the resolved config (every section, every key)
+    features.json             the model's feature spec and the reserved codes: loading a run reads no schema
     run.json                  the prepared data folder it trained on
     data/                     that folder's prepared.json, transform.json, workflow/ and schema.pbtxt: what export needs
     model.safetensors         the best weights (by the early-stopping metric)
@@ -22,10 +23,12 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from training.data import prepared
+from training.data.codes import SPECIAL_CODES
 from training.config import Config, build_config
 from training.model.features import FeatureSpec, feature_spec
 
 CONFIG = "config.yaml"
+FEATURES = "features.json"
 RUN = "run.json"
 DATA = "data"
 WEIGHTS = "model.safetensors"
@@ -54,9 +57,10 @@ def replace_csv(path: Path, rows: list[dict], columns: list[str] | None = None) 
     replace_file(path, write)
 
 
-def create(run: Path, data: Path, config: Config) -> None:
+def create(run: Path, data: Path, config: Config, spec: FeatureSpec) -> None:
     run.mkdir(parents=True, exist_ok=True)
     replace_file(run / CONFIG, lambda p: p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+    replace_json(run / FEATURES, {"spec": spec.to_dict(), "special_codes": SPECIAL_CODES})
     replace_file(run / RUN, lambda p: p.write_text(json.dumps({"data_dir": str(Path(data).resolve())}, indent=1) + "\n"))
     staging = run / f".{DATA}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -111,6 +115,10 @@ def load_checkpoint(run: Path, model) -> dict:
 
 
 def spec_of(run: Path, config: Config) -> FeatureSpec:
+    """The feature spec the run trained with (runs before features.json: read from its prepared.json)."""
+    path = Path(run) / FEATURES
+    if path.is_file():
+        return FeatureSpec.from_dict(json.loads(path.read_text())["spec"])
     import warnings
 
     with warnings.catch_warnings():

@@ -253,7 +253,7 @@ class Trainer:
         train = self.config.train
         lead = self.rank == 0
         if lead:
-            run_dir.create(self.out, self.data, self.config)
+            run_dir.create(self.out, self.data, self.config, self.spec)
         self._barrier()
         if resume:
             self.resume()

@@ -7,6 +7,7 @@ sequence). A column the model does not use is named in a warning; one it cannot 
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,15 @@ class FeatureSpec:
     @property
     def context_columns(self) -> tuple[str, ...]:
         return (*self.context_categorical, *self.context_continuous)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FeatureSpec:
+        """The spec `to_dict` wrote (JSON lists back to tuples)."""
+        tuples = {field.name for field in dataclasses.fields(cls) if field.type.startswith("tuple")}
+        return cls(**{name: tuple(value) if name in tuples else value for name, value in values.items()})
 
 
 def _check_prepared(prepared_dir: Path, split: str) -> Path:
