@@ -26,18 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.merlin_reference.build import EXECUTOR
 from bench.output import write_json
 from export.configs import BACKENDS
+from model_repository import contract
 from serve.layout import TritonLayout
 from training.run_dir import replace_file
 
-NAME = "hf4rec"
-STEPS = {"a": NAME, "b": f"{NAME}_model", "c": f"{NAME}_transform", "d": "executor_model",  # d: merlin's entry point
-         "a_ascii": NAME}  # the ensemble on d's sessions (merlin takes ASCII only; those run shorter)
+NAME = contract.DEFAULT_NAME
+# what is measured -> the Triton model it sends to
+MEASURED = {"ensemble": NAME, "model_step": contract.step_name(NAME, "model"),
+            "transform_step": contract.step_name(NAME, "transform"),
+            "merlin": EXECUTOR,  # merlin-systems' ensemble, on the ASCII-only sessions (merlin takes no other text)
+            "ensemble_ascii": NAME}  # ours on merlin's sessions (those run shorter)
 K = 10  # items a request asks the ensemble for
 TOP_K = 100  # the export's maximum k: model.pt returns this many best items
 STATS = ("queue", "compute_input", "compute_infer", "compute_output")  # Triton's per-model duration counters
-TARGETS = {"c_p50_ms_at_1": 1.0, "a_over_b_p50": 1.5, "a_over_d_throughput": 20.0}
+TARGETS = {"transform_p50_ms_at_1": 1.0, "ensemble_over_model_p50": 1.5, "ensemble_over_merlin_throughput": 20.0}
 
 
 def perf_analyzer(layout: TritonLayout, url: str, model: str, input_data: Path, report: Path, requests: int,
@@ -121,49 +126,50 @@ def step_times(before: dict, after: dict) -> dict:
 
 
 def write_inputs(folder: Path, url: str, spec, repo: Path, sessions, reference: dict) -> dict:
-    """perf_analyzer --input-data for a, b, c (the same sessions), d and a_ascii (their ASCII-only subset)."""
+    """perf_analyzer --input-data for the ensemble and its model and transform steps (the same sessions),
+    merlin and ensemble_ascii (their ASCII-only subset)."""
     import tritonclient.grpc as grpcclient
 
     from bench.merlin_reference.perf_input import write_perf_input
-    from client.sessions import K as K_INPUT
     from export.samples import one_session_requests, perf_entry
 
     folder.mkdir(parents=True, exist_ok=True)
     batches = one_session_requests(sessions, spec, K)  # every event sent: as merlin gets them
-    sys.path.insert(0, str(repo / STEPS["c"] / "1"))
+    sys.path.insert(0, str(repo / MEASURED["transform_step"] / "1"))
     from compiled import RequestTransform
 
-    transform = RequestTransform(repo / STEPS["c"] / "1")
-    model_inputs = [t["name"] for t in grpcclient.InferenceServerClient(url).get_model_metadata(STEPS["b"], as_json=True)["inputs"]]
-    entries = {"a": [], "b": [], "c": []}
-    paths = {step: folder / f"{step}_{model}.json" for step, model in STEPS.items()}
-    merlin = write_perf_input(sessions, paths["d"], reference["inputs"], reference["sequence_key"])
-    merlin_sessions = [e[reference["sequence_key"]] for e in json.loads(paths["d"].read_text())["data"]]
+    transform = RequestTransform(repo / MEASURED["transform_step"] / "1")
+    model_inputs = [t["name"] for t in grpcclient.InferenceServerClient(url).get_model_metadata(MEASURED["model_step"], as_json=True)["inputs"]]
+    entries = {"ensemble": [], "model_step": [], "transform_step": []}
+    paths = {measured: folder / f"{measured}_{model}.json" for measured, model in MEASURED.items()}
+    merlin = write_perf_input(sessions, paths["merlin"], reference["inputs"], reference["sequence_key"])
+    merlin_sessions = [e[reference["sequence_key"]] for e in json.loads(paths["merlin"].read_text())["data"]]
     ascii_keys = {session["content"][0] for session in merlin_sessions}
     for batch in batches:
-        raw = {name: values for name, values in batch.inputs.items() if name != K_INPUT}
-        transformed = transform.transform({n: raw[n] for n in transform.inputs}, raw["event_count"])
-        entries["a"].append(perf_entry(batch.inputs))
-        entries["c"].append(perf_entry(raw))
-        entries["b"].append(perf_entry({name: transformed[name] for name in model_inputs}))
-    entries["a_ascii"] = [entry for batch, entry in zip(batches, entries["a"]) if batch.session_ids[0] in ascii_keys]
-    for step, data in entries.items():
-        write_json(paths[step], {"data": data}, indent=None)
-    lengths = [int(b.inputs["event_count"][0, 0]) for b in batches]
+        raw = {name: values for name, values in batch.inputs.items() if name != contract.K}
+        transformed = transform.transform({n: raw[n] for n in transform.inputs}, raw[contract.EVENT_COUNT])
+        entries["ensemble"].append(perf_entry(batch.inputs))
+        entries["transform_step"].append(perf_entry(raw))
+        entries["model_step"].append(perf_entry({name: transformed[name] for name in model_inputs}))
+    entries["ensemble_ascii"] = [entry for batch, entry in zip(batches, entries["ensemble"]) if batch.session_ids[0] in ascii_keys]
+    for measured, data in entries.items():
+        write_json(paths[measured], {"data": data}, indent=None)
+    lengths = [int(b.inputs[contract.EVENT_COUNT][0, 0]) for b in batches]
     merlin_lengths = [session["shape"][0] for session in merlin_sessions]
-    return {"paths": {step: str(path) for step, path in paths.items()},
-            "abc": {"sessions": len(lengths), "events": sum(lengths), "median_events": float(np.median(lengths))},
-            "d": {**merlin, "median_events": float(np.median(merlin_lengths))}}
+    return {"paths": {measured: str(path) for measured, path in paths.items()},
+            "ours": {"sessions": len(lengths), "events": sum(lengths), "median_events": float(np.median(lengths))},
+            "merlin": {**merlin, "median_events": float(np.median(merlin_lengths))}}
 
 
 def ratios(results: list[dict]) -> dict:
     by = {(r["step"], r["concurrency"]): r for r in results}
     concurrencies = sorted({r["concurrency"] for r in results})
     return {
-        "c_p50_ms_at_1": by[("c", 1)]["p50_ms"] if ("c", 1) in by else None,
-        "a_over_b_p50": {c: round(by[("a", c)]["p50_ms"] / by[("b", c)]["p50_ms"], 2) for c in concurrencies},
-        **{f"{a}_over_d_throughput": {c: round(by[(a, c)]["requests_per_s"] / by[("d", c)]["requests_per_s"], 1)
-                                      for c in concurrencies if c in (1, 4)} for a in ("a", "a_ascii")},
+        "transform_p50_ms_at_1": by[("transform_step", 1)]["p50_ms"] if ("transform_step", 1) in by else None,
+        "ensemble_over_model_p50": {c: round(by[("ensemble", c)]["p50_ms"] / by[("model_step", c)]["p50_ms"], 2)
+                                    for c in concurrencies},
+        **{f"{ours}_over_merlin_throughput": {c: round(by[(ours, c)]["requests_per_s"] / by[("merlin", c)]["requests_per_s"], 1)
+                                              for c in concurrencies if c in (1, 4)} for ours in ("ensemble", "ensemble_ascii")},
     }
 
 
@@ -172,12 +178,14 @@ def render(report: dict) -> str:
     lines += [f"| {r['step']} {r['model']} | {r['concurrency']} | {r['requests_per_s']:.1f} | {r['p50_ms']:.2f} | "
               f"{r['p99_ms']:.2f} |" for r in sorted(report["results"], key=lambda r: (r["step"], r["concurrency"]))]
     inputs, found = report["inputs"], report["ratios"]
-    lines += ["", f"median events per session: a/b/c {inputs['abc']['median_events']:g} ({inputs['abc']['sessions']} sessions), "
-              f"d and a_ascii {inputs['d']['median_events']:g} ({inputs['d']['sessions']} ASCII sessions, {inputs['d']['skipped']} left out)",
-              f"(c) p50 at concurrency 1: {found['c_p50_ms_at_1']} ms (target <= {TARGETS['c_p50_ms_at_1']:g})",
-              f"(a) p50 / (b) p50: {found['a_over_b_p50']} (target <= {TARGETS['a_over_b_p50']:g})",
-              f"(a) / (d) requests/s: {found['a_over_d_throughput']} (target >= {TARGETS['a_over_d_throughput']:g}); "
-              f"on the same ASCII sessions, a_ascii / d: {found['a_ascii_over_d_throughput']}",
+    lines += ["", f"median events per session: ensemble, model and transform steps {inputs['ours']['median_events']:g} "
+              f"({inputs['ours']['sessions']} sessions), merlin and ensemble_ascii {inputs['merlin']['median_events']:g} "
+              f"({inputs['merlin']['sessions']} ASCII sessions, {inputs['merlin']['skipped']} left out)",
+              f"transform step p50 at concurrency 1: {found['transform_p50_ms_at_1']} ms (target <= {TARGETS['transform_p50_ms_at_1']:g})",
+              f"ensemble p50 / model step p50: {found['ensemble_over_model_p50']} (target <= {TARGETS['ensemble_over_model_p50']:g})",
+              f"ensemble / merlin requests/s: {found['ensemble_over_merlin_throughput']} "
+              f"(target >= {TARGETS['ensemble_over_merlin_throughput']:g}); "
+              f"on the same ASCII sessions, ensemble_ascii / merlin: {found['ensemble_ascii_over_merlin_throughput']}",
               "", "server side, mean ms per request (total = queue + compute):"]
     for r in report["results"]:
         parts = ", ".join(f"{model} {t['total']:.2f} (queue {t['queue']:.2f}, infer {t['compute_infer']:.2f})"
@@ -217,7 +225,7 @@ def main(argv=None) -> None:
     for folder in (repo, merlin_repo):  # generated here: a rerun starts from version 1 again
         shutil.rmtree(folder, ignore_errors=True)
     export(args.run, repo, ExportOptions(name=NAME, torch_runtime=args.torch_runtime, max_batch_size=64, top_k=TOP_K))
-    model_pt = repo / STEPS["b"] / "1" / "model.pt"
+    model_pt = repo / MEASURED["model_step"] / "1" / "model.pt"
     reference = build_repository(args.run, model_pt, merlin_repo, TOP_K)  # the very same model.pt file
     results = []
     with TritonServer(repo, log_path=args.out / "server.log", layout=layout,
@@ -231,7 +239,7 @@ def main(argv=None) -> None:
                                args.sessions, seed=0)
         inputs = write_inputs(args.out / "inputs", url, spec, repo, sessions, reference)
         for concurrency in concurrencies:  # all steps at one concurrency close in time: their ratios compare
-            for step, model in STEPS.items():
+            for step, model in MEASURED.items():
                 before, cpu_before = statistics(url), cpu_seconds(server)
                 measured = perf_analyzer(layout, url, model, Path(inputs["paths"][step]),
                                          args.out / f"perf_{step}_{concurrency}.csv", args.requests, concurrency)

@@ -17,6 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from client.recommender import PROTOCOLS, RecommenderClient
 from client.sessions import RequestSpec
+from model_repository.contract import DEFAULT_NAME
 
 READERS = (".parquet", ".csv")
 
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = Parser(prog="python -m client", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="localhost:8001", help="host:port (8001 gRPC, 8000 HTTP by default)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc")
-    parser.add_argument("--model", default="hf4rec", help="the ensemble's name")
+    parser.add_argument("--model", default=DEFAULT_NAME, help="the ensemble's name")
     parser.add_argument("--input", required=True, type=Path, help="events: .parquet or .csv, raw columns")
     parser.add_argument("--k", type=int, default=10, help="items per session")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")

@@ -17,9 +17,9 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from client.sessions import RequestSpec, SessionBatch, session_batches
+from model_repository.contract import DEFAULT_NAME, OUTPUTS
 
 PROTOCOLS = ("grpc", "http")
-OUTPUTS = ("item_ids", "scores")  # the contract's outputs per session, best first
 READY_POLL_S = 0.2  # how often wait_ready asks again
 MAX_IN_FLIGHT = 8  # recommend_async's requests open at once: enough for the server's dynamic batcher
 
@@ -48,7 +48,7 @@ class NoSuchModel(LookupError):
 
 
 class RecommenderClient:
-    def __init__(self, url: str, protocol: str = "grpc", model: str = "hf4rec",
+    def __init__(self, url: str, protocol: str = "grpc", model: str = DEFAULT_NAME,
                  timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.2,
                  max_in_flight: int = MAX_IN_FLIGHT):
         if protocol not in PROTOCOLS:

@@ -15,38 +15,22 @@ import numpy as np
 import pandas as pd
 from tritonclient.utils import triton_to_np_dtype
 
-EVENT_COUNT = "event_count"  # the contract's per-session input: how many events are real
-K = "k"  # the contract's per-session input: items to return
-PARAMETERS = ("sequence_key", "time_column", "item_column", "context_columns",
-              "max_events", "max_k", "exclude_seen", "max_request_events")
-HISTORY_PARAMETERS = ("user_column", "session_gap_s", "history_events")  # a session-aware model's
-HISTORY_PREFIX, HISTORY_COUNT = "history_", "history_count"  # as model_repository/transform/compiled.py names them
+from model_repository.contract import EVENT_COUNT, HISTORY_COUNT, K, EnsembleParameters, history_inputs
 
 
-@dataclass(frozen=True)
-class RequestSpec:
-    """What the served ensemble expects, read from its metadata and config (one source of truth)."""
+@dataclass(frozen=True, kw_only=True)
+class RequestSpec(EnsembleParameters):
+    """What the served ensemble expects, read from its metadata and config (one source of truth):
+    its parameters, and"""
     datatypes: dict[str, str]  # every input -> Triton datatype (BYTES, INT64, FP64, INT32)
     max_batch_size: int  # sessions per request
-    sequence_key: str  # the column that groups events into sessions (not sent)
-    time_column: str  # events are ordered by it (unix seconds)
-    item_column: str  # the returned ids are this column's values
-    context_columns: tuple[str, ...]  # per-session values the server takes from the earliest event
-    max_events: int  # the last events of a session the workflow keeps (and the server reads)
-    max_k: int  # the most items one session may ask for
-    exclude_seen: bool  # whether the session's own items are left out of the answer
-    max_request_events: int  # the server refuses requests with more events (sessions x row width)
-    # a session-aware model: each request row is a user's current session plus their earlier events
-    user_column: str | None = None  # whose events are history
-    session_gap_s: int = 0  # sessions are cut where the user is inactive longer (0: the sequence key column)
-    history_events: int = 0  # the last events before the current session the server reads (0: no history)
 
     @property
     def history_inputs(self) -> dict[str, str]:
         """role -> input name of the history inputs (none for a session-only model)."""
         if not self.history_events:
             return {}
-        return {"item": HISTORY_PREFIX + self.item_column, "time": HISTORY_PREFIX + self.time_column, "count": HISTORY_COUNT}
+        return history_inputs(self.item_column, self.time_column)
 
     @property
     def event_columns(self) -> list[str]:
@@ -56,39 +40,17 @@ class RequestSpec:
     def from_server(cls, metadata: Mapping, config: Mapping) -> "RequestSpec":
         """`metadata`/`config`: the model's JSON dicts (HTTP as returned, gRPC `as_json`, config unwrapped)."""
         parameters = {name: value.get("string_value", "") for name, value in config.get("parameters", {}).items()}
-        missing = [name for name in PARAMETERS if name not in parameters]
-        if missing:
-            raise ValueError(f"model config parameters: expected {list(PARAMETERS)}, missing {missing}")
         datatypes = {tensor["name"]: _datatype(tensor["datatype"]) for tensor in metadata["inputs"]}
+        values = EnsembleParameters.config_values(parameters, history=HISTORY_COUNT in datatypes)
         for name in (EVENT_COUNT, K):
             if name not in datatypes:
                 raise ValueError(f"model inputs: expected {name!r} among them, got {sorted(datatypes)}")
         max_batch_size = int(config.get("max_batch_size", 0))
         if max_batch_size < 1:
             raise ValueError(f"model config max_batch_size: expected >= 1 (sessions are the batch), got {max_batch_size}")
-        if int(parameters["max_events"]) < 1:
-            raise ValueError(f"model config max_events: expected >= 1, got {parameters['max_events']!r}")
-        history = {}
-        if HISTORY_COUNT in datatypes:  # a session-aware model
-            missing = [name for name in HISTORY_PARAMETERS if name not in parameters]
-            if missing:
-                raise ValueError(f"model config parameters: a model with history inputs expects {list(HISTORY_PARAMETERS)}, "
-                                 f"missing {missing}")
-            history = {"user_column": parameters["user_column"], "session_gap_s": int(parameters["session_gap_s"]),
-                       "history_events": int(parameters["history_events"])}
-        return cls(
-            datatypes=datatypes,
-            max_batch_size=max_batch_size,
-            sequence_key=parameters["sequence_key"],
-            time_column=parameters["time_column"],
-            item_column=parameters["item_column"],
-            context_columns=tuple(c.strip() for c in parameters["context_columns"].split(",") if c.strip()),
-            max_events=int(parameters["max_events"]),
-            max_k=int(parameters["max_k"]),
-            exclude_seen=parameters["exclude_seen"].strip().lower() in ("true", "1", "yes"),
-            max_request_events=int(parameters["max_request_events"]),
-            **history,
-        )
+        if values["max_events"] < 1:
+            raise ValueError(f"model config max_events: expected >= 1, got {values['max_events']!r}")
+        return cls(datatypes=datatypes, max_batch_size=max_batch_size, **values)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from export.repository import SOURCES, ExportError, ExportOptions, export
 from export.torchscript import PRECISIONS
+from model_repository.contract import STEPS
 from training import cli
 
 DEFAULT_REPO = Path("build/model_repository")
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = cli.Parser(prog="python -m export", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run directory written by training.train")
     parser.add_argument("--repo", type=Path, default=DEFAULT_REPO, help=f"model repository to add a version to (default {DEFAULT_REPO})")
-    parser.add_argument("--name", default=defaults.name, help="the ensemble's name; steps are NAME_transform, NAME_model, NAME_topk")
+    parser.add_argument("--name", default=defaults.name, help="the ensemble's name; steps are NAME_" + ", NAME_".join(STEPS))
     parser.add_argument("--version", type=int, help="version to write (default: one above the highest)")
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, help="sessions per batch")
     parser.add_argument("--top-k", type=int, default=defaults.top_k, help="the largest k a request may ask for")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="events one request may carry, summed over its sessions (default: max batch size x the run's max_events)")
     parser.add_argument("--max-id-bytes", type=int, default=defaults.max_id_bytes,
                         help=f"bytes one string value (an id, a category) may have (default {defaults.max_id_bytes})")
-    for step in ("transform", "model", "topk"):
+    for step in STEPS:
         parser.add_argument(f"--{step}-instances", type=int, default=getattr(defaults, f"{step}_instances"),
                             help=f"instances of the {step} step per server (instance_group count)")
     args = parser.parse_args(argv)

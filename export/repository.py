@@ -25,8 +25,9 @@ import torch
 
 from export import configs
 from export.configs import Step, Tensor
-from export.torchscript import OUTPUTS, PRECISIONS, SEEN, ExportError, history_events, input_names, kept_events, trace
+from export.torchscript import PRECISIONS, ExportError, history_events, input_names, kept_events, trace
 from export.transform_spec import compile_workflow
+from model_repository import contract
 from model_repository.transform.compiled import ITEM_TIMES, reads_item_times
 
 SOURCES = Path(__file__).resolve().parent.parent / "model_repository"
@@ -35,7 +36,7 @@ PAUSE_ENV = "HF4REC_EXPORT_PAUSE_S"  # tests: seconds to sleep between staging a
 
 @dataclass(frozen=True)
 class ExportOptions:
-    name: str = "hf4rec"
+    name: str = contract.DEFAULT_NAME
     version: int | None = None  # None: one above the highest version in the repository
     max_batch_size: int = 64  # sessions per batch, per request and after dynamic batching
     top_k: int = 100  # the largest k a request may ask for
@@ -65,7 +66,7 @@ def _check(options: ExportOptions) -> None:
         raise ExportError(f"--device: expected cpu or gpu, got {options.device!r}")
     if options.torch_runtime not in configs.BACKENDS:
         raise ExportError(f"--torch-runtime: expected one of {list(configs.BACKENDS)}, got {options.torch_runtime!r}")
-    for step in ("transform", "model", "topk"):
+    for step in contract.STEPS:
         if getattr(options, f"{step}_instances") < 1:
             raise ExportError(f"--{step}-instances: expected >= 1, got {getattr(options, f'{step}_instances')}")
     if options.precision not in PRECISIONS:
@@ -144,15 +145,15 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     seen_width = transform["max_events"] if transform["seen"] else None  # else the model's item list is the seen set
     traced = trace(model, options.top_k, exclude_seen, seen_width, "cuda" if options.device == "gpu" else "cpu", options.precision)
 
-    names = {step: f"{options.name}_{step}" for step in ("transform", "model", "topk")}
+    transform_step, model_step, topk_step = steps = [contract.step_name(options.name, step) for step in contract.STEPS]
     max_request_events = options.max_request_events or options.max_batch_size * transform["max_events"]
     if max_request_events < transform["max_events"]:
         raise ExportError(f"--max-request-events: expected at least the run's max_events {transform['max_events']} "
                           f"(one whole session), got {max_request_events}")
-    limits = {"max_request_events": str(max_request_events), "max_id_bytes": str(options.max_id_bytes)}
+    limits = dict(zip(contract.TRANSFORM_LIMITS, (str(max_request_events), str(options.max_id_bytes))))
 
     raw = [Tensor(i["name"], i["dtype"], (-1,)) for i in transform["inputs"]]
-    event_count, k = Tensor("event_count", "int32", (1,)), Tensor("k", "int32", (1,))
+    event_count, k = Tensor(contract.EVENT_COUNT, "int32", (1,)), Tensor(contract.K, "int32", (1,))
     model_inputs = [Tensor(o["name"], o["dtype"], (-1,) if o["kind"] == "list" else (1,)) for o in transform["outputs"]]
     item_column = next(o["source"] for o in transform["outputs"] if o["name"] == spec.item)
     item_dtype = next(i["dtype"] for i in transform["inputs"] if i["name"] == item_column)
@@ -162,46 +163,44 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
         history_raw = [Tensor(history["inputs"]["item"], item_dtype, (-1,)), Tensor(history["inputs"]["time"], "int64", (-1,)),
                        Tensor(history["inputs"]["count"], "int32", (1,))]
         model_inputs.append(Tensor(history["name"], "int64", (-1,)))
-        history_parameters = {"user_column": history["user_column"], "session_gap_s": str(history["session_gap_s"]),
-                              "history_events": str(history["events"])}
+        history_parameters = {"user_column": history["user_column"], "session_gap_s": history["session_gap_s"],
+                              "history_events": history["events"]}
     raw = [*raw, *history_raw]
-    best = [Tensor(OUTPUTS[0], "int64", (options.top_k,)), Tensor(OUTPUTS[1], "float32", (options.top_k,))]
-    seen_items = [Tensor(SEEN, "int64", (-1,))] if transform["seen"] else []
-    ranked = [Tensor("item_ids", item_dtype, (-1,)), Tensor("item_scores", "float32", (-1,))]
+    best = [Tensor(contract.MODEL_OUTPUTS[0], "int64", (options.top_k,)), Tensor(contract.MODEL_OUTPUTS[1], "float32", (options.top_k,))]
+    seen_items = [Tensor(contract.SEEN, "int64", (-1,))] if transform["seen"] else []
+    ranked = [Tensor(contract.TOPK_OUTPUTS[0], item_dtype, (-1,)), Tensor(contract.TOPK_OUTPUTS[1], "float32", (-1,))]
+    topk_inputs = [replace(best[0], name=contract.TOPK_INPUTS[0]), replace(best[1], name=contract.TOPK_INPUTS[1]), k]
     batch, kind = options.max_batch_size, "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     step_texts = {
         # the python transform answers each request on its own, so sessions of any length share a batch
-        names["transform"]: configs.step_config(names["transform"], "python", batch,
+        transform_step: configs.step_config(transform_step, "python", batch,
                                                 [replace(t, ragged=True) for t in [*raw, event_count]], [*model_inputs, *seen_items],
                                                 kind, limits, count=options.transform_instances),
-        names["model"]: configs.step_config(names["model"], configs.BACKENDS[options.torch_runtime], batch,
+        model_step: configs.step_config(model_step, configs.BACKENDS[options.torch_runtime], batch,
                                             [*model_inputs, *seen_items], best, kind,
                                             configs.model_parameters(configs.BACKENDS[options.torch_runtime]),
                                             count=options.model_instances),
-        names["topk"]: configs.step_config(names["topk"], "python", batch,
-                                           [replace(best[0], name="codes"), replace(best[1], name="scores"), k], ranked, kind,
+        topk_step: configs.step_config(topk_step, "python", batch,
+                                           topk_inputs, ranked, kind,
                                            count=options.topk_instances),
     }
 
     def ensemble_text(version: int) -> str:
         return configs.ensemble_config(
             options.name, batch, version, [*raw, event_count, k],
-            [Tensor("item_ids", item_dtype, (-1,)), Tensor("scores", "float32", (-1,))],
-            [Step(names["transform"], {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in [*model_inputs, *seen_items]}),
-             Step(names["model"], {t.name: t.name for t in [*model_inputs, *seen_items]},
-                  {OUTPUTS[0]: "best_codes", OUTPUTS[1]: "best_scores"}),
-             Step(names["topk"], {"codes": "best_codes", "scores": "best_scores", "k": "k"},
-                  {"item_ids": "item_ids", "item_scores": "scores"})],
-            {"sequence_key": transform["sequence_key"], "time_column": transform["time_column"],
-             "item_column": item_column,
-             "context_columns": ",".join(o["source"] for o in transform["outputs"] if o["kind"] == "context"),
-             "max_events": str(transform["max_events"]), "max_k": str(options.top_k),
-             "exclude_seen": str(exclude_seen).lower(), "max_request_events": limits["max_request_events"],
-             **history_parameters})
+            [Tensor(contract.OUTPUTS[0], item_dtype, (-1,)), Tensor(contract.OUTPUTS[1], "float32", (-1,))],
+            [Step(transform_step, {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in [*model_inputs, *seen_items]}),
+             Step(model_step, {t.name: t.name for t in [*model_inputs, *seen_items]}, dict(zip(contract.MODEL_OUTPUTS, contract.BEST))),
+             Step(topk_step, dict(zip(contract.TOPK_INPUTS, (*contract.BEST, k.name))), dict(zip(contract.TOPK_OUTPUTS, contract.OUTPUTS)))],
+            contract.EnsembleParameters(
+                sequence_key=transform["sequence_key"], time_column=transform["time_column"], item_column=item_column,
+                context_columns=tuple(o["source"] for o in transform["outputs"] if o["kind"] == "context"),
+                max_events=transform["max_events"], max_k=options.top_k, exclude_seen=exclude_seen,
+                max_request_events=max_request_events, **history_parameters).to_config())
 
     repo.mkdir(parents=True, exist_ok=True)
     with _exclusive(repo):
-        version = _new_version(repo, [options.name, *names.values()], options.version)
+        version = _new_version(repo, [options.name, *steps], options.version)
         texts = {**step_texts, options.name: ensemble_text(version)}
         for model_name, text in texts.items():
             current = repo / model_name / "config.pbtxt"
@@ -215,20 +214,20 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
             for model_name, text in texts.items():
                 (staging / model_name / str(version)).mkdir(parents=True)
                 (staging / model_name / "config.pbtxt").write_text(text)
-            transform_dir = staging / names["transform"] / str(version)
+            transform_dir = staging / transform_step / str(version)
             _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
-            category_files = Path(prepared.WORKFLOW_DIR) / "categories"  # plain parquet; the pickled workflow stays behind
-            shutil.copytree(run / run_dir.DATA / category_files, transform_dir / category_files)
+            # plain parquet; the pickled workflow stays behind
+            shutil.copytree(run / run_dir.DATA / prepared.CATEGORIES_DIR, transform_dir / prepared.CATEGORIES_DIR)
             if reads_item_times(transform["time_features"]):  # the items' training statistics
                 shutil.copy2(run / run_dir.DATA / prepared.WORKFLOW_DIR / ITEM_TIMES, transform_dir / prepared.WORKFLOW_DIR / ITEM_TIMES)
             (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
-            model_dir = staging / names["model"] / str(version)
+            model_dir = staging / model_step / str(version)
             torch.jit.save(traced, str(model_dir / "model.pt"))
             if options.torch_runtime == "python":
                 _copy_sources("runner", ["model.py"], model_dir)
-            topk_dir = staging / names["topk"] / str(version)
+            topk_dir = staging / topk_step / str(version)
             _copy_sources("topk", ["model.py", "ranking.py"], topk_dir)
-            categories = transform_dir / "workflow" / "categories" / f"unique.{item_column}.parquet"
+            categories = prepared.category_file(transform_dir, item_column)
             (topk_dir / "categories").mkdir()
             shutil.copy2(categories, topk_dir / "categories" / categories.name)
             (topk_dir / "topk.json").write_text(json.dumps({
@@ -239,7 +238,7 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
             (staging / options.name / str(version) / "export.json").write_text(json.dumps(manifest, indent=1) + "\n")
             if os.environ.get(PAUSE_ENV):
                 time.sleep(float(os.environ[PAUSE_ENV]))
-            _publish(staging, repo, list(names.values()), options.name, version)
+            _publish(staging, repo, steps, options.name, version)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return {"repo": str(repo), "name": options.name, "version": version, "models": list(texts), **manifest}

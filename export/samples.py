@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from export.configs import read_config
+from model_repository.contract import DEFAULT_NAME
 from training import cli
 
 EVENTS_CSV, PERF_INPUT = "held_out_events.csv", "perf_input.json"
@@ -41,7 +42,7 @@ def one_session_requests(sessions, spec, k: int) -> list:
     return session_batches(sessions, dataclasses.replace(spec, max_batch_size=1, max_events=spec.max_request_events), k)
 
 
-def write_samples(run: Path, repo: Path, out: Path, name: str = "hf4rec", sessions: int = 200, k: int = 10) -> dict:
+def write_samples(run: Path, repo: Path, out: Path, name: str = DEFAULT_NAME, sessions: int = 200, k: int = 10) -> dict:
     from training import run_dir
     from training.prepare import raw_events
     from training.run_dir import replace_file
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = cli.Parser(prog="python -m export.samples", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="the run directory the repository was exported from")
     parser.add_argument("--repo", type=Path, required=True, help="the exported model repository")
-    parser.add_argument("--name", default="hf4rec", help="the ensemble's name in the repository")
+    parser.add_argument("--name", default=DEFAULT_NAME, help="the ensemble's name in the repository")
     parser.add_argument("--sessions", type=int, default=200, help="held-out sessions (one per request)")
     parser.add_argument("--k", type=int, default=10, help="items each request asks for")
     parser.add_argument("--out", type=Path, required=True)

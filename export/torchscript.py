@@ -29,10 +29,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from model_repository.contract import SEEN
 from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 
-OUTPUTS = ("item_codes__0", "item_scores__1")  # the libtorch backend names outputs <name>__<index>
-SEEN = "seen_items"  # the extra input when the seen items are more than the model's events
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCES = {"fp32": 1e-5, "bf16": 3e-2, "fp16": 5e-3}  # traced vs eager scores, by the precision's rounding
 

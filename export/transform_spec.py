@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.torchscript import SEEN, ExportError
+from export.torchscript import ExportError
+from model_repository.contract import SEEN
 from training.data import request_transform
 
 

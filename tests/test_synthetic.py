@@ -59,14 +59,18 @@ def test_the_clock_tells_what_a_session_browses():
 
 
 def test_a_users_earlier_sessions_tell_the_categories_of_the_last():
-    """With user_taste, the categories of a user's earlier sessions predict their last session's;
-    without, no better than the catalogue's most popular category."""
-    def hit_share(events: pd.DataFrame) -> float:
+    """With user_taste, the 2 favourite categories of a user's earlier sessions predict their last
+    session's far better than the catalogue's 2 most popular categories do; without, no better."""
+    def hit_shares(events: pd.DataFrame) -> tuple[float, float]:
         last = events.groupby("user_id")["session_id"].transform("max") == events["session_id"]
         favourite = events[~last].groupby("user_id")["category"].agg(lambda c: set(c.value_counts().index[:2]))
+        popular = set(events[~last]["category"].value_counts().index[:2])
         test = events[last & events["user_id"].isin(favourite.index)]
-        return float(test.apply(lambda e: e["category"] in favourite[e["user_id"]], axis=1).mean())
+        own = test.apply(lambda e: e["category"] in favourite[e["user_id"]], axis=1).mean()
+        return float(own), float(test["category"].isin(popular).mean())
 
     base = dict(n_events=20_000, n_users=300, n_categories=20, seed=3)
-    assert hit_share(generate_events(SyntheticConfig(**base, user_taste=0.8))) > 0.5
-    assert hit_share(generate_events(SyntheticConfig(**base))) < 0.25
+    own, popular = hit_shares(generate_events(SyntheticConfig(**base, user_taste=0.8)))
+    assert own > popular + 0.3, (own, popular)
+    own, popular = hit_shares(generate_events(SyntheticConfig(**base)))
+    assert own < popular, (own, popular)

@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.out.suffix not in FORMATS:
             raise ValueError(f"--out {args.out}: expected a {' or '.join(FORMATS)} file, got {args.out.suffix or 'no suffix'!r}")
-        for name in ("k", "sessions_per_chunk"):
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
+        for option, value in (("--k", args.k), ("--sessions-per-chunk", args.sessions_per_chunk)):
+            if value < 1:
+                raise ValueError(f"{option}: expected >= 1, got {value}")
         events, own_key = read_events(args.events), None
         if args.mapping is not None:
             events, own_key = in_run_columns(events, args.mapping, Path(args.run) / run_dir.DATA, f"--events {args.events}")

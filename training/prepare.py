@@ -208,14 +208,14 @@ def split_events(events: pd.DataFrame, key: str, columns: EventColumns, args: Pr
     return events, per_split, per_window, plan
 
 
-def add_session_history(frames, events, key, columns: EventColumns, max_length: int, categories: Path) -> None:
+def add_session_history(frames, events, key, columns: EventColumns, max_length: int, folder: Path) -> None:
     """Session-aware view: give every session row the item codes of its user's events before it
     (`views.session_history`, the last max_length; a test session's history includes training
     sessions), encoded by the served transform's own lookup of the fitted categories."""
     from model_repository.transform.compiled import _Categories
 
     history = views.session_history(events, columns.user, key, columns.time, columns.item, max_length)
-    lookup = _Categories(categories / f"unique.{columns.item}.parquet", SPECIAL_CODES["oov"])
+    lookup = _Categories(prepared.category_file(folder, columns.item), SPECIAL_CODES["oov"])
     flat = np.concatenate([*history.to_numpy(), np.zeros(0, dtype=events[columns.item].dtype)])
     codes = lookup.encode(np.array([str(v).encode() for v in flat], dtype=object) if lookup.text else flat)
     lengths = history.map(len).to_numpy()
@@ -313,11 +313,11 @@ def run(args: PrepareArgs) -> dict:
         if view == "session-aware":
             schema = prepared.with_history_column(schema, columns)
             add_session_history([*outputs.values(), *window_outputs.values()], events, key, columns, max_length,
-                                staging / prepared.WORKFLOW_DIR / "categories")
+                                staging)
         features = column_roles(schema, prepared.item_list_column(columns), key)
         continuous = {name for name, column in features.items() if column["role"] in ("continuous", "context_continuous")}
         request_transform.write(request_transform.compile_workflow(
-            workflow, staging / prepared.WORKFLOW_DIR / "categories", continuous,
+            workflow, staging / prepared.CATEGORIES_DIR, continuous,
             {"features": list(derived), "timezone": args.timezone,
              **({"item_column": columns.item} if item_table is not None else {})},  # the item features read it
             {"source": columns.item, "user_column": columns.user,  # requests carry the user's earlier events

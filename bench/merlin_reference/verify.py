@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.merlin_reference.build import build_repository
+from model_repository.contract import step_name
 from training import run_dir as runs
 from training.prepare import raw_events
 from training.recommend import score_events
@@ -75,7 +76,7 @@ def main(argv=None) -> None:
         from export.repository import ExportOptions, export
 
         exported = export(args.run, args.work / "hf4rec_repo", ExportOptions(torch_runtime="python", top_k=args.max_k))
-        model_pt = Path(exported["repo"]) / f"{exported['name']}_model" / str(exported["version"]) / "model.pt"
+        model_pt = Path(exported["repo"]) / step_name(exported["name"], "model") / str(exported["version"]) / "model.pt"
     reference = build_repository(args.run, model_pt, args.work / "repo", args.max_k)
     all_events, columns, key = raw_events(runs.data_dir(args.run))
     events, _ = held_out(all_events, key, columns.time)

@@ -14,7 +14,8 @@ inputs then have one shape, so Triton's dynamic batcher can merge requests there
 trims the common padding off again).
 
 Session-aware models (`history` in the spec) also take the user's earlier events per session:
-`history_<item>` and `history_<time>` [B, H'] right-padded, `history_count` [B] (0 allowed). Of
+the spec's `history["inputs"]` (named by model_repository/contract.py): the history's items and times
+[B, H'] right-padded, and its count [B] (0 allowed). Of
 those, the events strictly before the session's first event are kept (never its own), sorted by
 time (stable), the last `history["events"]`, their items encoded as the session's items are:
 `history_item_list` [B, events] right-padded with 0 (`history_codes`, also what prepare stores).
@@ -101,15 +102,6 @@ def _padded(values: np.ndarray, real: np.ndarray, width: int, dtype) -> np.ndarr
     out = np.zeros((values.shape[0], width), dtype=dtype)
     out[:, : values.shape[1]] = np.where(real, values, 0)
     return out
-
-
-HISTORY_PREFIX = "history_"  # history_<item column>, history_<time column>: a session's earlier events
-HISTORY_COUNT = "history_count"  # real history events per session
-
-
-def history_inputs(item_column: str, time_column: str) -> dict[str, str]:
-    """The request's history inputs: role -> input name."""
-    return {"item": HISTORY_PREFIX + item_column, "time": HISTORY_PREFIX + time_column, "count": HISTORY_COUNT}
 
 
 def history_order(times: np.ndarray, count: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

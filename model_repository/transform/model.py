@@ -3,7 +3,7 @@
 Each request is transformed on its own (`compiled.RequestTransform`, built from the
 fitted workflow at export; with the user's earlier events for a session-aware model); a bad request gets INVALID_ARG naming the input, and the
 other requests of the same batch are answered normally. The request bounds are the
-config's parameters `max_request_events` and `max_id_bytes` (set by export).
+config's parameters (RequestTransform's keyword arguments, set by export).
 """
 import json
 import os
@@ -19,8 +19,10 @@ from compiled import RequestError, RequestTransform  # noqa: E402
 class TritonPythonModel:
     def initialize(self, args):
         folder = os.path.join(args["model_repository"], args["model_version"])
-        parameters = {k: v["string_value"] for k, v in json.loads(args["model_config"]).get("parameters", {}).items()}
-        self.transform = RequestTransform(folder, int(parameters["max_request_events"]), int(parameters["max_id_bytes"]))
+        config = json.loads(args["model_config"])
+        limits = {name: int(value["string_value"]) for name, value in config.get("parameters", {}).items()}
+        self.transform = RequestTransform(folder, **limits)
+        self.event_count = config["input"][-1]["name"]  # export lists the per-session event count last
 
     def execute(self, requests):
         return [self._answer(request) for request in requests]
@@ -29,7 +31,7 @@ class TritonPythonModel:
         try:
             columns = {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
                        for name in [*self.transform.inputs, *self.transform.history_inputs.values()]}
-            counts = pb_utils.get_input_tensor_by_name(request, "event_count").as_numpy()
+            counts = pb_utils.get_input_tensor_by_name(request, self.event_count).as_numpy()
             outputs = self.transform.transform(columns, counts)
         except RequestError as error:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 SUMMARY_FILE = "prepared.json"
 TRANSFORM_FILE = "transform.json"
 WORKFLOW_DIR = "workflow"
+CATEGORIES_DIR = os.path.join(WORKFLOW_DIR, "categories")  # the fitted categories, plain parquet
 WINDOWS_DIR = "windows"
 SPLIT_FILE = "part_0.parquet"
 HISTORY_COLUMN = "history_item_list"  # session-aware view: items of the user's earlier sessions
@@ -60,7 +61,7 @@ def _saved_cat_paths(schema: Schema) -> Schema:
     for column in schema:
         path = column.properties.get("cat_path")
         if path:
-            saved = os.path.join(WORKFLOW_DIR, "categories", os.path.basename(path))
+            saved = os.path.join(CATEGORIES_DIR, os.path.basename(path))
             column = column.with_properties({**column.properties, "cat_path": saved})
         columns.append(column)
     return Schema(columns)
@@ -92,8 +93,12 @@ def read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
 def item_vocabulary(prepared_dir: Path) -> pd.Series:
     """Original item id of each item code (index = code, from 3; 0-2 are reserved)."""
     summary = load_summary(prepared_dir)
-    categories = Path(prepared_dir) / WORKFLOW_DIR / "categories" / f"unique.{summary['columns']['item']}.parquet"
-    return read_parquet(categories)[summary["columns"]["item"]]
+    return read_parquet(category_file(prepared_dir, summary["columns"]["item"]))[summary["columns"]["item"]]
+
+
+def category_file(folder: Path, column: str) -> Path:
+    """The fitted categories of a raw column (row = code) in a prepared folder or a transform step's."""
+    return Path(folder) / CATEGORIES_DIR / f"unique.{column}.parquet"
 
 
 def describe(*, dataset, view, split, columns, sequence_key, max_length, events, outputs, plan, schema, features, options) -> dict:

@@ -70,9 +70,10 @@ def compile_workflow(workflow, categories_dir: Path, continuous: set[str], time_
     events kept); `categories_dir`: the saved workflow's categories; `continuous`: the float outputs;
     `time_features`: {"features", "timezone"} of prepare's derived time columns (not request inputs);
     `history` (session-aware view): {"source": the item column, "user_column", "session_gap_s" (0:
-    sessions are a column)}: the user's earlier events become request inputs (`compiled.history_inputs`),
+    sessions are a column)}: the user's earlier events become request inputs (`contract.history_inputs`),
     the last max_events of them read."""
-    from model_repository.transform.compiled import TIME_FEATURES, history_inputs
+    from model_repository.contract import history_inputs
+    from model_repository.transform.compiled import TIME_FEATURES
 
     from merlin.dag import postorder_iter_nodes
 

@@ -1,0 +1,1 @@
+"""What Triton loads (the python steps' sources, copied by export) and the ensemble's contract (contract.py)."""
