@@ -13,7 +13,7 @@ import torch
 
 from bench import compare_t4r
 from bench.t4r import definitions
-from training import train
+from training import config, train
 
 
 def compared(data, work, **changes):
@@ -88,7 +88,7 @@ def test_epoch_clock_counts_only_inside_epochs():
         clock.end()
 
 
-@pytest.mark.parametrize("schedule", train.SCHEDULES)
+@pytest.mark.parametrize("schedule", config.SCHEDULES)
 @pytest.mark.parametrize("total", [200, 10_000])
 def test_the_t4r_sides_schedule_is_hf4recs(schedule, total):
     spent = [0.0]  # the time budget's clock, the same for both

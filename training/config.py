@@ -11,9 +11,15 @@ from typing import Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from training.model.losses import LossConfig
+from training.metrics import NAMES as METRIC_NAMES
+from training.metrics import PROTOCOLS
+from training.model.losses import LossConfig, check_loss
 from training.model.next_item import ModelConfig
-from training.model.tasks import TaskConfig
+from training.model.next_item import check_config as check_model
+from training.model.tasks import TaskConfig, check_task
+
+SCHEDULES = ("cosine", "linear", "constant")  # the learning rate's decay after warmup
+PRECISIONS = ("none", "bf16", "fp16")  # train.amp
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,25 @@ SECTIONS = {"model": ModelConfig, "loss": LossConfig, "task": TaskConfig, "train
 
 class ConfigError(ValueError):
     pass
+
+
+def check(config: Config) -> None:
+    """Every value a config can get wrong, before the data is read: a bad value is the one thing said."""
+    train = config.train
+    if train.schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule: expected one of {list(SCHEDULES)}, got {train.schedule!r}")
+    if train.eval_protocol not in PROTOCOLS:
+        raise ConfigError(f"train.eval_protocol: expected one of {list(PROTOCOLS)}, got {train.eval_protocol!r}")
+    metric_names = {f"{m}@{k}" for m in METRIC_NAMES for k in train.ks}
+    if train.early_stopping_metric not in metric_names:
+        raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
+    if train.bucket_by_length and train.bucket_batches < 1:
+        raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
+    if train.amp not in PRECISIONS:
+        raise ConfigError(f"train.amp: expected one of {list(PRECISIONS)} (fp16 on a GPU only), got {train.amp!r}")
+    check_model(config.model)
+    check_loss(config.loss, config.model.repeat_window)
+    check_task(config.task, config.model.task, config.model.history, config.model.repeat_window)
 
 
 def _plain(values: dict) -> dict:

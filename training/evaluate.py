@@ -18,12 +18,11 @@ import torch
 from training import cli, run_dir
 from training.allocator import keep_freed_memory
 from training.batches import SequenceData
-from training.metrics import ranking_metrics, target_ranks
+from training.metrics import PROTOCOLS, ranking_metrics, target_ranks
 from training.model.next_item import NextItemModel
 from training.progress import Progress
 
 
-PROTOCOLS = ("last", "all")  # last: each row's final event; all: every next event from its prefix (session-rec's protocol)
 SCORE_ROWS = 1024  # prefixes scored at once over the catalog (bounds the [rows, catalog] scores)
 
 

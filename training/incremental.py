@@ -14,7 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from training import cli, run_dir
@@ -25,7 +24,7 @@ from training.evaluate import evaluate
 from training.model.features import FeatureError
 from training.model.losses import LossError
 from training.model.next_item import ModelConfigError
-from training.train import Trainer, lr_lambda
+from training.train import Trainer
 
 EMPTY_WINDOW = "no sequence with 2 or more events"
 
@@ -51,15 +50,11 @@ def run_incremental(config: Config, data: Path, out: Path) -> dict:
     if len(windows) < 2:
         raise ConfigError(f"data dir {data}: incremental training needs 2 or more windows with a sequence of 2 or more events, got {len(windows)}")
     total_steps = sum(-(-len(w) // train.batch_size) for w in windows[:-1]) * train.epochs
-    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lr_lambda(train.schedule, train.warmup_steps, total_steps))
+    trainer.schedule_steps(total_steps)
     run_dir.create(out, data, config, trainer.spec)
     rows = []
     for index in range(len(windows) - 1):
-        trainer.train_data = windows[index]
-        trainer.steps_per_epoch = -(-len(windows[index]) // train.batch_size)
-        for _ in range(train.epochs):
-            record = trainer.train_epoch(None)
-            trainer.epoch += 1
+        record = trainer.train_on(windows[index], train.epochs)
         metrics = evaluate(trainer.model, windows[index + 1], train.ks, train.exclude_seen, train.eval_batch_size, train.eval_protocol)
         rows.append({"train_window": splits[index], "eval_window": splits[index + 1], "train_loss": record["train_loss"],
                      "eval_sequences": len(windows[index + 1]), **metrics})

@@ -14,6 +14,7 @@ import torch
 
 DEFAULT_KS = (5, 10, 20)
 NAMES = ("ndcg", "recall", "hr", "mrr", "map", "precision")
+PROTOCOLS = ("last", "all")  # last: each row's final event; all: every next event from its prefix (session-rec's protocol)
 RANK_ROWS = 64  # rows compared with their target at once
 
 

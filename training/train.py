@@ -25,17 +25,15 @@ from tqdm import tqdm
 
 from training import cli, run_dir
 from training.allocator import keep_freed_memory
-from training.config import Config, ConfigError, load_config
+from training.config import Config, ConfigError, check, load_config
 from training.batches import SequenceData
-from training.evaluate import PROTOCOLS, evaluate
+from training.evaluate import evaluate
 from training.model.features import FeatureError, feature_spec
-from training.model.losses import LossError, NextItemLoss, check_loss
-from training.model.next_item import ModelConfigError, NextItemModel, check_config as check_model
+from training.model.losses import LossError, NextItemLoss
+from training.model.next_item import ModelConfigError, NextItemModel
 from training.model.pretrained import load_item_embeddings
 from training.progress import Progress
-from training.model.tasks import TaskConfigError, check_task, task_loss
-
-SCHEDULES = ("cosine", "linear", "constant")
+from training.model.tasks import TaskConfigError, task_loss
 
 
 class TrainingStep(nn.Module):
@@ -104,18 +102,7 @@ class Trainer:
     def __init__(self, config: Config, data: Path, out: Path):
         self.config, self.data, self.out = config, Path(data), Path(out)
         train = config.train
-        if train.schedule not in SCHEDULES:
-            raise ConfigError(f"train.schedule: expected one of {list(SCHEDULES)}, got {train.schedule!r}")
-        if train.eval_protocol not in PROTOCOLS:
-            raise ConfigError(f"train.eval_protocol: expected one of {list(PROTOCOLS)}, got {train.eval_protocol!r}")
-        metric_names = {f"{m}@{k}" for m in ("ndcg", "recall", "hr", "mrr", "map", "precision") for k in train.ks}
-        if train.early_stopping_metric not in metric_names:
-            raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
-        if train.bucket_by_length and train.bucket_batches < 1:
-            raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
-        check_model(config.model)  # before the data is read: a bad value is the one thing said
-        check_loss(config.loss, config.model.repeat_window)
-        check_task(config.task, config.model.task, config.model.history, config.model.repeat_window)
+        check(config)  # before the data is read: a bad value is the one thing said
         keep_freed_memory()
         if train.threads:
             torch.set_num_threads(train.threads)
@@ -125,8 +112,8 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)  # NCCL collectives of objects run on the current device
-        if train.amp not in ("none", "bf16", "fp16") or (train.amp == "fp16" and self.device.type != "cuda"):
-            raise ConfigError(f"train.amp: expected none, bf16 or fp16 (fp16 on a GPU only), got {train.amp!r} on {self.device.type}")
+        if train.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"train.amp: expected none or bf16 on {self.device.type} (fp16 on a GPU only), got {train.amp!r}")
         torch.manual_seed(train.seed)
         self.spec = feature_spec(self.data, config.model.exclude_features)
         pretrained = None
@@ -188,6 +175,22 @@ class Trainer:
         return 0.0 if self.budget_start is None else self.clock() - self.budget_start
 
     # --- loop ------------------------------------------------------------------------------
+    def schedule_steps(self, total: int) -> None:
+        """Warm up, then decay the learning rate over `total` steps from here (`train_on` calls to come)."""
+        train = self.config.train
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.schedule, train.warmup_steps, total))
+
+    def train_on(self, data: SequenceData, epochs: int) -> dict:
+        """`epochs` epochs on `data`, no evaluation or checkpoint (incremental training: one time window
+        after another); returns the last epoch's record."""
+        self.train_data = data
+        self.steps_per_epoch = math.ceil(len(data) / self.config.train.batch_size) // self.world
+        record = {}
+        for _ in range(epochs):
+            record = self.train_epoch(None)
+            self.epoch += 1
+        return record
+
     def train_epoch(self, budget: tuple[float, float] | None) -> dict:
         train = self.config.train
         self.model.train()
