@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
                                  args.max_length)))
         return
     codes = [code.resolve() for code in args.code] or [ROOT]
-    names = [n for n in args.configs.split(",") if n] or sorted(p.stem for p in (ROOT / "training" / "configs").glob("*.yaml"))
+    from training.config import shipped_configs
+
+    names = [n for n in args.configs.split(",") if n] or [p.stem for p in shipped_configs()]
     rows = []
     for name in names:
         for d_model in (int(s) for s in args.sizes.split(",")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+import yaml
 
 from tests.conftest import PYTHON, ROOT
 from training.config import ConfigError, build_config, load_config
@@ -61,3 +62,28 @@ def test_the_training_command_prints_one_line_and_fails(tmp_path, override, mess
     assert completed.returncode != 0
     assert completed.stderr.strip() == message and completed.stdout == ""
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_states_what_differs_from_its_base(tmp_path):
+    """`base:` names a file whose sections the config's own keys override, key by key; a run
+    directory then holds the whole resolved config. A missing or looping base is named."""
+    from training.config import BASE, read_values, shipped_configs
+
+    (tmp_path / "base.yaml").write_text("model:\n  d_model: 32\n  n_heads: 4\ntrain:\n  lr: 0.01\n")
+    (tmp_path / "small.yaml").write_text("base: base.yaml\nmodel:\n  d_model: 16\n")
+    config = load_config(tmp_path / "small.yaml", ["train.epochs=2"])
+    assert (config.model.d_model, config.model.n_heads, config.train.lr, config.train.epochs) == (16, 4, 0.01, 2)
+    (tmp_path / "orphan.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"gone.yaml does not exist \(the base of .*orphan.yaml\)"):
+        load_config(tmp_path / "orphan.yaml", [])
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loop back"):
+        load_config(tmp_path / "loop.yaml", [])
+    # every shipped config is short: it names the base and states only values that differ from it
+    base = read_values(BASE)
+    for path in shipped_configs():
+        own = yaml.safe_load(path.read_text())
+        assert own.pop("base") == BASE.name, path
+        same = [f"{section}.{key}" for section, values in own.items() for key, value in values.items()
+                if base.get(section, {}).get(key, "absent") == value]
+        assert same == [], f"{path.name} repeats the base's {same}"

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tests.conftest import PYTHON, ROOT
 from training import run_dir
 from training.baselines import baseline_metrics, rule_weights
-from training.config import ConfigError, build_config, load_config
+from training.config import ConfigError, build_config, load_config, shipped_configs
 from training.batches import SequenceData
 from training.evaluate import evaluate
 from training.model.features import FeatureError, feature_spec
@@ -22,7 +22,7 @@ from training.model.losses import LossConfig, NextItemLoss
 from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, NextItemModel
 from training.train import Trainer, lr_lambda
 
-CONFIGS = sorted((ROOT / "training" / "configs").glob("*.yaml"))
+CONFIGS = shipped_configs()
 FAST = ["train.epochs=1", "train.warmup_steps=2", "model.d_model=16", "model.max_length=12", "train.batch_size=256"]
 # Learning is judged against baselines fitted on the same training split and ranked on the same test rows.
 # The synthetic sessions are a first-order chain, so counted transitions are near the best any model can do

@@ -1,5 +1,9 @@
 """The training config: a YAML file of sections (model, loss, task, train), overridable by
-`section.key=value` arguments. Unknown sections or keys are errors before anything trains."""
+`section.key=value` arguments. Unknown sections or keys are errors before anything trains.
+
+A file may name a `base:` file (relative to it) and state only what differs: the shipped configs
+are training/configs/base.yaml, where every key is commented, plus one short file per model. A
+run directory's config.yaml is the resolved whole."""
 from __future__ import annotations
 
 import dataclasses
@@ -167,12 +171,41 @@ def build_config(values: dict, source: str = "config") -> Config:
     return Config(**sections)
 
 
+CONFIGS = Path(__file__).resolve().parent / "configs"  # the shipped configs
+BASE = CONFIGS / "base.yaml"  # what every shipped config starts from
+
+
+def shipped_configs() -> list[Path]:
+    """The shipped configs of a model each (the base they share is none)."""
+    return sorted(path for path in CONFIGS.glob("*.yaml") if path != BASE)
+
+
+def read_values(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's sections, on top of its `base:` file's (and that one's base, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist" + (f" (the base of {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path}: its bases loop back to it ({' -> '.join(map(str, seen))})")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(values).__name__}")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    merged = read_values(path.parent / base, (*seen, path.resolve()))
+    for section, given in values.items():
+        if isinstance(given, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **given}
+        else:
+            merged[section] = given
+    return merged
+
+
 def load_config(path: Path | None, overrides: list[str]) -> Config:
     values: dict = {}
     if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = read_values(path)
     for override in overrides:
         if "=" not in override or "." not in override.split("=", 1)[0]:
             raise ConfigError(f"override {override!r}: expected section.key=value, e.g. model.d_model=128")
