@@ -46,7 +46,7 @@ demo: setup
 	$(PY) -m training.train --config training/configs/gpt2_demo.yaml --data $(BUILD)/demo/data --out $(BUILD)/demo/run \
 		train.time_budget_minutes=$(DEMO_MINUTES)
 	$(PY) -m export --run $(BUILD)/demo/run --repo $(REPO) --torch-runtime python
-	$(PY) -m serve.demo --run $(BUILD)/demo/run --repo $(REPO)
+	$(PY) -m examples.demo --run $(BUILD)/demo/run --repo $(REPO)
 	@echo
 	@echo "Prepared $(DATASET) into $(BUILD)/demo/data, trained GPT-2 (CLM) for $(DEMO_MINUTES) minutes into $(BUILD)/demo/run"
 	@echo "(curves in $(BUILD)/demo/run/curves.png), exported it to $(REPO); serve it with: make serve"

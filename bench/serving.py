@@ -131,7 +131,7 @@ def write_inputs(folder: Path, url: str, spec, repo: Path, sessions, reference: 
     import tritonclient.grpc as grpcclient
 
     from bench.merlin_reference.perf_input import write_perf_input
-    from export.samples import one_session_requests, perf_entry
+    from examples.samples import one_session_requests, perf_entry
 
     folder.mkdir(parents=True, exist_ok=True)
     batches = one_session_requests(sessions, spec, K)  # every event sent: as merlin gets them
@@ -217,9 +217,7 @@ def main(argv=None) -> None:
     from bench.merlin_reference.build import build_repository
     from export.repository import ExportOptions, export
     from serve.server import TritonServer
-    from training import run_dir
-    from training.prepare import raw_events
-    from training.data.views import held_out
+    from training.held_out import held_out_sequences
 
     repo, merlin_repo = args.out / "repo", args.out / "merlin_repo"
     for folder in (repo, merlin_repo):  # generated here: a rerun starts from version 1 again
@@ -235,8 +233,7 @@ def main(argv=None) -> None:
 
         with RecommenderClient(url, model=NAME) as client:
             spec = client.spec
-        sessions, _ = held_out(raw_events(run_dir.data_dir(args.run))[0], spec.sequence_key, spec.time_column,
-                               args.sessions, seed=0)
+        sessions = held_out_sequences(args.run, args.sessions).events
         inputs = write_inputs(args.out / "inputs", url, spec, repo, sessions, reference)
         for concurrency in concurrencies:  # all steps at one concurrency close in time: their ratios compare
             for step, model in MEASURED.items():

@@ -16,4 +16,4 @@ test -d /work/data || python -m training.prepare --dataset "$DATASET" --out /wor
 test -d /work/run || python -m training.train --config "$CONFIG" --data /work/data --out /work/run \
     train.time_budget_minutes="$MINUTES" train.epochs=1000
 python -m export --run /work/run --repo "$REPO" --name "$NAME" --device "$DEVICE" --torch-runtime libtorch
-python -m export.samples --run /work/run --repo "$REPO" --name "$NAME" --out /work/samples
+python -m examples.samples --run /work/run --repo "$REPO" --name "$NAME" --out /work/samples

@@ -34,10 +34,10 @@ CASES = [
     ("export", ["--run", "/nonexistent", "--repo", "OUT"], "/nonexistent"),
     ("export", ["--run", "RUN", "--repo", "OUT", "--max-batch-size", "0"], "--max-batch-size"),
     ("export", ["--run", "RUN", "--repo", "OUT", "--torch-runtime", "onnx"], "onnx"),
-    ("export.samples", ["--run", "/nonexistent", "--repo", "OUT", "--out", "OUT"], "/nonexistent"),
+    ("examples.samples", ["--run", "/nonexistent", "--repo", "OUT", "--out", "OUT"], "/nonexistent"),
     ("serve", ["--repo", "/nonexistent"], "/nonexistent"),
     ("serve", ["--repo", "OUT", "--http-port", "http"], "--http-port"),
-    ("serve.demo", ["--run", "/nonexistent", "--repo", "OUT"], "/nonexistent"),
+    ("examples.demo", ["--run", "/nonexistent", "--repo", "OUT"], "/nonexistent"),
     ("client", ["--input", "missing.csv"], "missing.csv"),
     ("client", ["--input", "EVENTS", "--k", "ten"], "--k"),
 ]

@@ -82,10 +82,10 @@ def test_training_image_runs_the_pipeline_with_the_projects_pins():
     assert tuple(map(int, low.split("."))) <= tuple(map(int, python.split("."))) < tuple(map(int, high.split(".")))
     assert "-r requirements.txt" in text and "--no-deps -r requirements-data.txt" in text
     copied = set(re.findall(r"^COPY (\S+) \1$", text, re.M))
-    assert copied == {"training", "export", "model_repository", "client", "serve"}
+    assert copied == {"training", "export", "model_repository", "client", "serve", "examples"}
     job = (CONTAINERS / "train_and_export.sh").read_text()
     modules = re.findall(r"python -m ([\w.]+)", job)
-    assert modules == ["training.prepare", "training.train", "export", "export.samples"]
+    assert modules == ["training.prepare", "training.train", "export", "examples.samples"]
     for module in modules:
         assert (ROOT / module.replace(".", "/")).with_suffix(".py").exists() or (ROOT / module / "__main__.py").exists()
     assert "--device \"$DEVICE\" --torch-runtime libtorch" in job and 'DEVICE="${DEVICE:-gpu}"' in job

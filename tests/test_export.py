@@ -243,7 +243,7 @@ def test_instance_counts_per_step_and_held_out_samples_for_the_client_and_perf_a
     with pytest.raises(ExportError, match="--model-instances: expected >= 1, got 0"):
         export(synthetic_runs[0], tmp_path / "other", ExportOptions(**{**SYNTH, "model_instances": 0}))
 
-    made = subprocess.run([PYTHON, "-m", "export.samples", "--run", str(synthetic_runs[0]), "--repo", str(repo),
+    made = subprocess.run([PYTHON, "-m", "examples.samples", "--run", str(synthetic_runs[0]), "--repo", str(repo),
                            "--name", "synth", "--sessions", "12", "--k", "4", "--out", str(samples)],
                           cwd=ROOT, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr

@@ -273,7 +273,7 @@ def test_client_retries_an_unavailable_server_with_backoff_then_raises(tmp_path)
 def test_demo_asks_the_served_model_for_held_out_users(ml1m_run, tmp_path):
     repo = tmp_path / "repo"
     export(ml1m_run, repo, ExportOptions(torch_runtime="python"))
-    shown = subprocess.run([PYTHON, "-m", "serve.demo", "--run", str(ml1m_run), "--repo", str(repo), "--users", "2"],
+    shown = subprocess.run([PYTHON, "-m", "examples.demo", "--run", str(ml1m_run), "--repo", str(repo), "--users", "2"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     users = re.findall(r": next was .* \((at rank (\d+)|not in the top 10)\)", shown.stdout)

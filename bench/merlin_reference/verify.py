@@ -21,9 +21,8 @@ import pandas as pd
 from bench.merlin_reference.build import build_repository
 from model_repository.contract import step_name
 from training import run_dir as runs
-from training.prepare import raw_events
 from training.recommend import score_events
-from training.data.views import held_out
+from training.held_out import held_out_sequences
 
 TOLERANCE = 1e-4
 
@@ -78,8 +77,8 @@ def main(argv=None) -> None:
         exported = export(args.run, args.work / "hf4rec_repo", ExportOptions(torch_runtime="python", top_k=args.max_k))
         model_pt = Path(exported["repo"]) / step_name(exported["name"], "model") / str(exported["version"]) / "model.pt"
     reference = build_repository(args.run, model_pt, args.work / "repo", args.max_k)
-    all_events, columns, key = raw_events(runs.data_dir(args.run))
-    events, _ = held_out(all_events, key, columns.time)
+    held = held_out_sequences(args.run)
+    events, key = held.events, held.key
     session = events[events[key] == args.user]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

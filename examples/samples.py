@@ -1,6 +1,6 @@
 """Held-out sessions of a run as inputs for the served ensemble: a client csv and perf_analyzer data.
 
-    python -m export.samples --run RUN_DIR --repo REPO [--name hf4rec] [--sessions 200] [--k 10] --out DIR
+    python -m examples.samples --run RUN_DIR --repo REPO [--name hf4rec] [--sessions 200] [--k 10] --out DIR
 
 Writes DIR/held_out_events.csv (raw events, each session without its last event: what
 `python -m client --input` reads) and DIR/perf_input.json (`perf_analyzer --input-data`: one
@@ -43,14 +43,11 @@ def one_session_requests(sessions, spec, k: int) -> list:
 
 
 def write_samples(run: Path, repo: Path, out: Path, name: str = DEFAULT_NAME, sessions: int = 200, k: int = 10) -> dict:
-    from training import run_dir
-    from training.prepare import raw_events
+    from training.held_out import held_out_sequences
     from training.run_dir import replace_file
-    from training.data.views import held_out
 
-    all_events = raw_events(run_dir.data_dir(run))[0]  # the run first: the repository was exported from it
+    events = held_out_sequences(run, sessions).events  # the run first: the repository was exported from it
     spec = request_spec(repo, name)
-    events, _ = held_out(all_events, spec.sequence_key, spec.time_column, sessions, seed=0)
     out.mkdir(parents=True, exist_ok=True)
     requests = one_session_requests(events, spec, k)
     replace_file(out / EVENTS_CSV, lambda tmp: events.to_csv(tmp, index=False))
@@ -60,7 +57,7 @@ def write_samples(run: Path, repo: Path, out: Path, name: str = DEFAULT_NAME, se
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.Parser(prog="python -m export.samples", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m examples.samples", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="the run directory the repository was exported from")
     parser.add_argument("--repo", type=Path, required=True, help="the exported model repository")
     parser.add_argument("--name", default=DEFAULT_NAME, help="the ensemble's name in the repository")

@@ -1,7 +1,7 @@
 """The last leg of `make demo`: how the trained model compares with most-popular, then the served
 ensemble asked for a few held-out users.
 
-    python -m serve.demo --run RUN_DIR --repo MODEL_REPOSITORY [--users 5] [--k 10]
+    python -m examples.demo --run RUN_DIR --repo MODEL_REPOSITORY [--users 5] [--k 10]
 
 Prints one table (the run's test NDCG/HR@10 beside most-popular's, scored on the same rows and
 protocol, and how long it trained), writes the users' events (each without its last, held-out
@@ -49,22 +49,20 @@ def comparison(run: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = cli.Parser(prog="python -m serve.demo", description=__doc__.splitlines()[0])
+    parser = cli.Parser(prog="python -m examples.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--repo", type=Path, required=True)
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
     from training import run_dir
-    from training.prepare import raw_events
-    from training.data.views import held_out
+    from training.held_out import held_out_sequences
 
     with cli.answers_bad_input(parser.name, FileNotFoundError, ValueError, TritonServerError):
-        all_events, columns, key = raw_events(run_dir.data_dir(args.run))
+        users = held_out_sequences(args.run, args.users)
         server = TritonServer(args.repo, log_path=args.run / "tritonserver.log")
         print(comparison(args.run), flush=True)
-    events, last = held_out(all_events, key, columns.time, args.users)
-    targets = last[columns.item]
+    events, key, targets = users.events, users.key, users.last[users.columns.item]
     requests = args.run / "held_out_events.csv"
     run_dir.replace_file(requests, lambda tmp: events.to_csv(tmp, index=False))
     with cli.answers_bad_input(parser.name, TritonServerError):
