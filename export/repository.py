@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -128,24 +129,54 @@ def _publish(staging: Path, repo: Path, steps: list[str], ensemble: str, version
         os.replace(staging / ensemble / "config.pbtxt", repo / ensemble / "config.pbtxt")
 
 
-def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> dict:
+@dataclass(frozen=True)
+class Loaded:
+    """What export reads of a run."""
+    run: Path
+    model: torch.nn.Module  # the best weights, eval mode
+    exclude_seen: bool  # the option, else the run's train.exclude_seen
+    first_code: int  # codes below it are reserved (pad, null, OOV)
+
+
+@dataclass(frozen=True)
+class EnsembleConfigs:
+    steps: dict[str, str]  # step model -> its config.pbtxt
+    ensemble: Callable[[int], str]  # the ensemble's config.pbtxt, pinning the steps' version
+
+
+def load(run: Path, options: ExportOptions) -> Loaded:
+    from training import run_dir
     from training.data import prepared
+
+    model, config = run_dir.load_model(run)
+    written = run / run_dir.FEATURES  # runs before it: their prepared folder's
+    codes = json.loads(written.read_text()) if written.is_file() else prepared.load_summary(run / run_dir.DATA)
+    first_code = codes["special_codes"]["first_value"]
+    if options.top_k > model.spec.item_cardinality - first_code:
+        raise ExportError(f"--top-k: expected at most the catalog's {model.spec.item_cardinality - first_code} items, got {options.top_k}")
+    exclude_seen = config.train.exclude_seen if options.exclude_seen is None else options.exclude_seen
+    return Loaded(run, model, exclude_seen, first_code)
+
+
+def compile_transform(loaded: Loaded) -> dict:
+    """The transform step's spec (transform.json): the run's fitted workflow narrowed to the model's inputs."""
     from training import run_dir
 
-    _check(options)
-    run, repo = Path(run).resolve(), Path(repo).resolve()
-    model, config = run_dir.load_model(run)
-    spec = model.spec
-    summary = prepared.load_summary(run / run_dir.DATA)
-    codes = summary["special_codes"]
-    exclude_seen = config.train.exclude_seen if options.exclude_seen is None else options.exclude_seen
-    if options.top_k > spec.item_cardinality - codes["first_value"]:
-        raise ExportError(f"--top-k: expected at most the catalog's {spec.item_cardinality - codes['first_value']} items, got {options.top_k}")
-    transform = compile_workflow(run / run_dir.DATA, input_names(model), kept_events(model), exclude_seen, history_events(model))
-    seen_width = transform["max_events"] if transform["seen"] else None  # else the model's item list is the seen set
-    traced = trace(model, options.top_k, exclude_seen, seen_width, "cuda" if options.device == "gpu" else "cpu", options.precision)
+    model = loaded.model
+    return compile_workflow(loaded.run / run_dir.DATA, input_names(model), kept_events(model), loaded.exclude_seen,
+                            history_events(model))
 
-    transform_step, model_step, topk_step = steps = [contract.step_name(options.name, step) for step in contract.STEPS]
+
+def trace_model(loaded: Loaded, transform: dict, options: ExportOptions) -> torch.jit.ScriptModule:
+    """model.pt: the model's top-k best codes and scores, traced for the export's device and precision."""
+    seen_width = transform["max_events"] if transform["seen"] else None  # else the model's item list is the seen set
+    return trace(loaded.model, options.top_k, loaded.exclude_seen, seen_width, "cuda" if options.device == "gpu" else "cpu",
+                 options.precision)
+
+
+def ensemble_configs(loaded: Loaded, transform: dict, options: ExportOptions) -> EnsembleConfigs:
+    """The four config.pbtxt: the ensemble reads as the data path, every name from the contract."""
+    transform_step, model_step, topk_step = (contract.step_name(options.name, step) for step in contract.STEPS)
     max_request_events = options.max_request_events or options.max_batch_size * transform["max_events"]
     if max_request_events < transform["max_events"]:
         raise ExportError(f"--max-request-events: expected at least the run's max_events {transform['max_events']} "
@@ -155,90 +186,108 @@ def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> d
     raw = [Tensor(i["name"], i["dtype"], (-1,)) for i in transform["inputs"]]
     event_count, k = Tensor(contract.EVENT_COUNT, "int32", (1,)), Tensor(contract.K, "int32", (1,))
     model_inputs = [Tensor(o["name"], o["dtype"], (-1,) if o["kind"] == "list" else (1,)) for o in transform["outputs"]]
-    item_column = next(o["source"] for o in transform["outputs"] if o["name"] == spec.item)
+    item_column = item_column_of(loaded, transform)
     item_dtype = next(i["dtype"] for i in transform["inputs"] if i["name"] == item_column)
     history = transform["history"]  # a session-aware model: the user's earlier events, per session
-    history_raw, history_parameters = [], {}
+    history_parameters = {}
     if history:
-        history_raw = [Tensor(history["inputs"]["item"], item_dtype, (-1,)), Tensor(history["inputs"]["time"], "int64", (-1,)),
-                       Tensor(history["inputs"]["count"], "int32", (1,))]
+        raw += [Tensor(history["inputs"]["item"], item_dtype, (-1,)), Tensor(history["inputs"]["time"], "int64", (-1,)),
+                Tensor(history["inputs"]["count"], "int32", (1,))]
         model_inputs.append(Tensor(history["name"], "int64", (-1,)))
         history_parameters = {"user_column": history["user_column"], "session_gap_s": history["session_gap_s"],
                               "history_events": history["events"]}
-    raw = [*raw, *history_raw]
+    model_inputs += [Tensor(contract.SEEN, "int64", (-1,))] if transform["seen"] else []
     best = [Tensor(contract.MODEL_OUTPUTS[0], "int64", (options.top_k,)), Tensor(contract.MODEL_OUTPUTS[1], "float32", (options.top_k,))]
-    seen_items = [Tensor(contract.SEEN, "int64", (-1,))] if transform["seen"] else []
     ranked = [Tensor(contract.TOPK_OUTPUTS[0], item_dtype, (-1,)), Tensor(contract.TOPK_OUTPUTS[1], "float32", (-1,))]
     topk_inputs = [replace(best[0], name=contract.TOPK_INPUTS[0]), replace(best[1], name=contract.TOPK_INPUTS[1]), k]
     batch, kind = options.max_batch_size, "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
-    step_texts = {
+    backend = configs.BACKENDS[options.torch_runtime]
+    steps = {
         # the python transform answers each request on its own, so sessions of any length share a batch
-        transform_step: configs.step_config(transform_step, "python", batch,
-                                                [replace(t, ragged=True) for t in [*raw, event_count]], [*model_inputs, *seen_items],
-                                                kind, limits, count=options.transform_instances),
-        model_step: configs.step_config(model_step, configs.BACKENDS[options.torch_runtime], batch,
-                                            [*model_inputs, *seen_items], best, kind,
-                                            configs.model_parameters(configs.BACKENDS[options.torch_runtime]),
-                                            count=options.model_instances),
-        topk_step: configs.step_config(topk_step, "python", batch,
-                                           topk_inputs, ranked, kind,
-                                           count=options.topk_instances),
+        transform_step: configs.step_config(transform_step, "python", batch, [replace(t, ragged=True) for t in [*raw, event_count]],
+                                            model_inputs, kind, limits, count=options.transform_instances),
+        model_step: configs.step_config(model_step, backend, batch, model_inputs, best, kind, configs.model_parameters(backend),
+                                        count=options.model_instances),
+        topk_step: configs.step_config(topk_step, "python", batch, topk_inputs, ranked, kind, count=options.topk_instances),
     }
+    parameters = contract.EnsembleParameters(
+        sequence_key=transform["sequence_key"], time_column=transform["time_column"], item_column=item_column,
+        context_columns=tuple(o["source"] for o in transform["outputs"] if o["kind"] == "context"),
+        max_events=transform["max_events"], max_k=options.top_k, exclude_seen=loaded.exclude_seen,
+        max_request_events=max_request_events, **history_parameters).to_config()
 
-    def ensemble_text(version: int) -> str:
+    def ensemble(version: int) -> str:
         return configs.ensemble_config(
             options.name, batch, version, [*raw, event_count, k],
             [Tensor(contract.OUTPUTS[0], item_dtype, (-1,)), Tensor(contract.OUTPUTS[1], "float32", (-1,))],
-            [Step(transform_step, {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in [*model_inputs, *seen_items]}),
-             Step(model_step, {t.name: t.name for t in [*model_inputs, *seen_items]}, dict(zip(contract.MODEL_OUTPUTS, contract.BEST))),
+            [Step(transform_step, {t.name: t.name for t in [*raw, event_count]}, {t.name: t.name for t in model_inputs}),
+             Step(model_step, {t.name: t.name for t in model_inputs}, dict(zip(contract.MODEL_OUTPUTS, contract.BEST))),
              Step(topk_step, dict(zip(contract.TOPK_INPUTS, (*contract.BEST, k.name))), dict(zip(contract.TOPK_OUTPUTS, contract.OUTPUTS)))],
-            contract.EnsembleParameters(
-                sequence_key=transform["sequence_key"], time_column=transform["time_column"], item_column=item_column,
-                context_columns=tuple(o["source"] for o in transform["outputs"] if o["kind"] == "context"),
-                max_events=transform["max_events"], max_k=options.top_k, exclude_seen=exclude_seen,
-                max_request_events=max_request_events, **history_parameters).to_config())
+            parameters)
 
+    return EnsembleConfigs(steps, ensemble)
+
+
+def item_column_of(loaded: Loaded, transform: dict) -> str:
+    """The raw column whose values the ensemble returns (the model's item list's source)."""
+    return next(o["source"] for o in transform["outputs"] if o["name"] == loaded.model.spec.item)
+
+
+def stage(staging: Path, version: int, texts: dict[str, str], loaded: Loaded, transform: dict, traced, options: ExportOptions) -> dict:
+    """Every model's version folder and config under `staging`; returns the manifest (export.json)."""
+    from training import run_dir
+    from training.data import prepared
+
+    for model_name, text in texts.items():
+        (staging / model_name / str(version)).mkdir(parents=True)
+        (staging / model_name / "config.pbtxt").write_text(text)
+    transform_dir, model_dir, topk_dir = (staging / contract.step_name(options.name, step) / str(version) for step in contract.STEPS)
+    data = loaded.run / run_dir.DATA
+    _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
+    shutil.copytree(data / prepared.CATEGORIES_DIR, transform_dir / prepared.CATEGORIES_DIR)  # plain parquet; no pickle
+    if reads_item_times(transform["time_features"]):  # the items' training statistics
+        shutil.copy2(data / prepared.WORKFLOW_DIR / ITEM_TIMES, transform_dir / prepared.WORKFLOW_DIR / ITEM_TIMES)
+    (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
+    torch.jit.save(traced, str(model_dir / "model.pt"))
+    if options.torch_runtime == "python":
+        _copy_sources("runner", ["model.py"], model_dir)
+    _copy_sources("topk", ["model.py", "ranking.py"], topk_dir)
+    categories = prepared.category_file(transform_dir, item_column_of(loaded, transform))
+    (topk_dir / "categories").mkdir()
+    shutil.copy2(categories, topk_dir / "categories" / categories.name)
+    (topk_dir / "topk.json").write_text(json.dumps({
+        "max_k": options.top_k, "first_code": loaded.first_code, "categories": f"categories/{categories.name}"}, indent=1) + "\n")
+    manifest = {"run": str(loaded.run), "version": version, "options": asdict(options), "exclude_seen": loaded.exclude_seen,
+                "max_events": transform["max_events"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (staging / options.name / str(version) / "export.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def export(run: Path, repo: Path, options: ExportOptions = ExportOptions()) -> dict:
+    """load -> compile the transform -> trace -> write the configs -> stage -> publish."""
+    _check(options)
+    run, repo = Path(run).resolve(), Path(repo).resolve()
+    loaded = load(run, options)
+    transform = compile_transform(loaded)
+    traced = trace_model(loaded, transform, options)
+    written = ensemble_configs(loaded, transform, options)
     repo.mkdir(parents=True, exist_ok=True)
     with _exclusive(repo):
-        version = _new_version(repo, [options.name, *steps], options.version)
-        texts = {**step_texts, options.name: ensemble_text(version)}
+        version = _new_version(repo, [options.name, *written.steps], options.version)
+        texts = {**written.steps, options.name: written.ensemble(version)}
         for model_name, text in texts.items():
             current = repo / model_name / "config.pbtxt"
             if model_name == options.name and current.is_file():  # as published, but for the steps' versions
-                text = ensemble_text(_pinned_version(current))
+                text = written.ensemble(_pinned_version(current))
             if current.is_file() and current.read_text() != text:
                 raise ExportError(f"{current} differs from this export's config (features, catalog or options changed); "
                                   f"versions of a model share one config: export with another --name or --repo")
         staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.export-", dir=repo.parent))
         try:
-            for model_name, text in texts.items():
-                (staging / model_name / str(version)).mkdir(parents=True)
-                (staging / model_name / "config.pbtxt").write_text(text)
-            transform_dir = staging / transform_step / str(version)
-            _copy_sources("transform", ["model.py", "compiled.py"], transform_dir)
-            # plain parquet; the pickled workflow stays behind
-            shutil.copytree(run / run_dir.DATA / prepared.CATEGORIES_DIR, transform_dir / prepared.CATEGORIES_DIR)
-            if reads_item_times(transform["time_features"]):  # the items' training statistics
-                shutil.copy2(run / run_dir.DATA / prepared.WORKFLOW_DIR / ITEM_TIMES, transform_dir / prepared.WORKFLOW_DIR / ITEM_TIMES)
-            (transform_dir / "transform.json").write_text(json.dumps(transform, indent=1) + "\n")
-            model_dir = staging / model_step / str(version)
-            torch.jit.save(traced, str(model_dir / "model.pt"))
-            if options.torch_runtime == "python":
-                _copy_sources("runner", ["model.py"], model_dir)
-            topk_dir = staging / topk_step / str(version)
-            _copy_sources("topk", ["model.py", "ranking.py"], topk_dir)
-            categories = prepared.category_file(transform_dir, item_column)
-            (topk_dir / "categories").mkdir()
-            shutil.copy2(categories, topk_dir / "categories" / categories.name)
-            (topk_dir / "topk.json").write_text(json.dumps({
-                "max_k": options.top_k, "first_code": codes["first_value"],
-                "categories": f"categories/{categories.name}"}, indent=1) + "\n")
-            manifest = {"run": str(run), "version": version, "options": asdict(options), "exclude_seen": exclude_seen,
-                        "max_events": transform["max_events"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            (staging / options.name / str(version) / "export.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            manifest = stage(staging, version, texts, loaded, transform, traced, options)
             if os.environ.get(PAUSE_ENV):
                 time.sleep(float(os.environ[PAUSE_ENV]))
-            _publish(staging, repo, steps, options.name, version)
+            _publish(staging, repo, list(written.steps), options.name, version)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return {"repo": str(repo), "name": options.name, "version": version, "models": list(texts), **manifest}
