@@ -14,6 +14,7 @@ import torch
 from bench import compare_t4r
 from bench.t4r import definitions
 from training import config, train
+from training.model import next_item
 
 
 def compared(data, work, **changes):
@@ -103,6 +104,6 @@ def test_the_t4r_sides_schedule_is_hf4recs(schedule, total):
 
 def test_the_t4r_sides_decay_groups_are_hf4recs():
     model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
-    ours, theirs = train.parameter_groups(model, 0.1), definitions.parameter_groups(model, 0.1)
+    ours, theirs = next_item.parameter_groups(model, 0.1), definitions.parameter_groups(model, 0.1)
     assert [[id(p) for p in g["params"]] for g in ours] == [[id(p) for p in g["params"]] for g in theirs]
     assert [g["weight_decay"] for g in ours] == [g["weight_decay"] for g in theirs]

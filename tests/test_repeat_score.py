@@ -105,11 +105,11 @@ def test_the_losses_train_the_repeat_weights():
     values = model.repeat_scores()[torch.tensor([[0, 1]]).expand(6, -1)] * (codes != 0)
     for loss in ("ce", "sampled"):
         model.zero_grad()
-        NextItemLoss(LossConfig(loss=loss, n_negatives=8))(model, hidden, targets, torch.Generator().manual_seed(0),
+        NextItemLoss(LossConfig(loss=loss, n_negatives=8))(model.output_layer(), hidden, targets, torch.Generator().manual_seed(0),
                                                           repeat=(codes, values)).backward(retain_graph=True)
         assert model.repeat_weights.grad[0] < 0, loss  # targets that were in the session: raising their weight helps
     with pytest.raises(LossError, match="not gbce"):
-        NextItemLoss(LossConfig(loss="gbce", n_negatives=8))(model, hidden, targets, None, repeat=(codes, values))
+        NextItemLoss(LossConfig(loss="gbce", n_negatives=8))(model.output_layer(), hidden, targets, None, repeat=(codes, values))
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -83,8 +83,8 @@ def test_full_cross_entropy_is_softmax_over_real_items(spec):
     hidden, targets = torch.randn(4, 16), torch.tensor([3, 10, 50, 7])
     logits = (hidden @ model.inputs.item_embedding.weight[FIRST_ITEM_CODE:spec.item_cardinality].T) / 0.5
     expected = F.cross_entropy(logits, targets - FIRST_ITEM_CODE)
-    torch.testing.assert_close(NextItemLoss(LossConfig())(model, hidden, targets), expected)
-    smoothed = NextItemLoss(LossConfig(label_smoothing=0.1))(model, hidden, targets)
+    torch.testing.assert_close(NextItemLoss(LossConfig())(model.output_layer(), hidden, targets), expected)
+    smoothed = NextItemLoss(LossConfig(label_smoothing=0.1))(model.output_layer(), hidden, targets)
     torch.testing.assert_close(smoothed, F.cross_entropy(logits, targets - FIRST_ITEM_CODE, label_smoothing=0.1))
 
 
@@ -94,7 +94,7 @@ def test_sampled_softmax_corrects_by_log_q_and_masks_accidental_hits(spec):
     hidden, targets = torch.randn(2, 16), torch.tensor([5, 9])
     negatives = torch.tensor([9, 20, 30])
     log_q = torch.log(torch.full((3,), 0.25))
-    got = loss._sampled_softmax(model, hidden, targets, negatives, log_q)
+    got = loss._sampled_softmax(model.output_layer(), hidden, targets, negatives, log_q)
     candidates = torch.tensor([5, 9, 9, 20, 30])
     logits = hidden @ model.inputs.item_embedding.weight[candidates].T - torch.log(torch.tensor(0.25))
     logits[1, 2] = float("-inf")  # row 1's target 9 drawn as a negative: not a negative
@@ -109,13 +109,13 @@ def test_sampled_softmax_leaves_out_the_targets_of_the_rows_own_sequence(spec):
     hidden, targets = torch.randn(4, 16), torch.tensor([5, 6, 7, 8])
     sequences = torch.tensor([0, 0, 0, 1])  # rows 0-2 predict events of one sequence (rows come sorted by sequence)
     negatives, log_q = torch.tensor([20, 30]), torch.log(torch.full((2,), 0.25))
-    got = loss._sampled_softmax(model, hidden, targets, negatives, log_q, sequences=sequences)
+    got = loss._sampled_softmax(model.output_layer(), hidden, targets, negatives, log_q, sequences=sequences)
     candidates = torch.cat([targets, negatives])
     logits = hidden @ model.inputs.item_embedding.weight[candidates].T - torch.log(torch.tensor(0.25))
     same = (sequences[:, None] == sequences[None, :]) & ~torch.eye(4, dtype=torch.bool)
     logits[:, :4] = logits[:, :4].masked_fill(same, float("-inf"))
     torch.testing.assert_close(got, F.cross_entropy(logits, torch.arange(4)))
-    assert not torch.allclose(got, loss._sampled_softmax(model, hidden, targets, negatives, log_q))
+    assert not torch.allclose(got, loss._sampled_softmax(model.output_layer(), hidden, targets, negatives, log_q))
 
 
 def test_gbce_with_t_zero_is_plain_binary_cross_entropy(spec):
@@ -126,7 +126,7 @@ def test_gbce_with_t_zero_is_plain_binary_cross_entropy(spec):
     positive = (hidden * weights[targets]).sum(-1)
     negative = hidden @ weights[negatives].T
     expected = (-F.logsigmoid(positive) - F.logsigmoid(-negative).sum(-1)).mean()
-    torch.testing.assert_close(loss._gbce(model, hidden, targets, negatives), expected)
+    torch.testing.assert_close(loss._gbce(model.output_layer(), hidden, targets, negatives), expected)
 
 
 @pytest.mark.parametrize("loss_name,negatives", [

@@ -74,13 +74,6 @@ def distributed_rank() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices (embeddings, projections); not biases, norms or other 1-D parameters."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def lr_lambda(schedule: str, warmup: int, total: int, clock=None):
     """Warmup over `warmup` steps, then decay over the rest of `total` steps or, when `clock`
     is given (the share of a time budget spent, 0..1), over whichever runs out first."""
@@ -126,7 +119,7 @@ class Trainer:
         if len(self.train_data) == 0:
             raise FeatureError(f"data dir {self.data}: no training sequence with 2 or more events")
         self.loss = NextItemLoss(config.loss, self.train_data.item_counts())
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=tuple(train.betas))
+        self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(train.weight_decay), lr=train.lr, betas=tuple(train.betas))
         self.step_module = TrainingStep(self.model, self.loss, config)
         if self.world > 1:  # HF bodies carry unused parameters (their 1-row word table)
             self.step_module = nn.parallel.DistributedDataParallel(self.step_module, find_unused_parameters=True)

@@ -50,7 +50,7 @@ def lr_lambda(schedule: str, warmup: int, total: int, clock=None):
 
 
 def parameter_groups(model, weight_decay: float) -> list[dict]:
-    """training.train.parameter_groups: decay matrices (embeddings, projections), not 1-D parameters."""
+    """training.model.next_item.parameter_groups: decay matrices (embeddings, projections), not 1-D parameters."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

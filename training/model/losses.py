@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
+from training.model.next_item import FIRST_ITEM_CODE, OutputLayer
 
 LOSSES = ("ce", "sampled", "gbce")
 
@@ -54,29 +54,30 @@ class NextItemLoss:
             counts[:FIRST_ITEM_CODE] = 0
             self.popularity = (counts / counts.sum()).float()
 
-    def __call__(self, model: NextItemModel, hidden: torch.Tensor, targets: torch.Tensor, generator=None,
+    def __call__(self, output: OutputLayer, hidden: torch.Tensor, targets: torch.Tensor, generator=None,
                  repeat: tuple[torch.Tensor, torch.Tensor] | None = None, sequences: torch.Tensor | None = None) -> torch.Tensor:
-        """`repeat` (codes [N, L], scores [N, L]): added to each row's logit of each code (code 0: none),
+        """The loss of states `hidden` [N, D] whose next items are `targets` [N], scored by the
+        `output` layer. `repeat` (codes [N, L], scores [N, L]): added to each row's logit of each code (code 0: none),
         as NextItemModel.add_repeat_scores adds them at inference. `sequences` [N]: the batch row each
         prediction comes from (sampled softmax: see _sampled_softmax)."""
         if repeat is not None:
             check_loss(self.config, repeat_window=repeat[0].shape[1])
         if self.config.loss == "ce":
-            return self._full(model, hidden, targets, repeat)
-        negatives, log_q = self._sample(model, hidden.device, generator)
+            return self._full(output, hidden, targets, repeat)
+        negatives, log_q = self._sample(output, hidden.device, generator)
         if self.config.loss == "sampled":
-            return self._sampled_softmax(model, hidden, targets, negatives, log_q, repeat, sequences)
-        return self._gbce(model, hidden, targets, negatives)
+            return self._sampled_softmax(output, hidden, targets, negatives, log_q, repeat, sequences)
+        return self._gbce(output, hidden, targets, negatives)
 
-    def _full(self, model, hidden, targets, repeat=None):
-        weights = model.item_weights()[FIRST_ITEM_CODE:]
-        hidden, bias = model.tempered(hidden, model.output_bias[FIRST_ITEM_CODE:])
-        extra = _repeat_entries(repeat, torch.arange(FIRST_ITEM_CODE, model.spec.item_cardinality, device=hidden.device))
+    def _full(self, output, hidden, targets, repeat=None):
+        weights = output.weights[FIRST_ITEM_CODE:]
+        hidden, bias = output.tempered(hidden, output.bias[FIRST_ITEM_CODE:])
+        extra = _repeat_entries(repeat, torch.arange(FIRST_ITEM_CODE, output.catalog, device=hidden.device))
         return ChunkedCrossEntropy.apply(hidden, weights, bias, targets - FIRST_ITEM_CODE, self.config.label_smoothing, None, None, *extra)
 
-    def _sample(self, model, device, generator):
+    def _sample(self, output, device, generator):
         """Negatives drawn on the CPU generator (the same draws on any device), with their log q."""
-        catalog = model.spec.item_cardinality
+        catalog = output.catalog
         n = self.config.n_negatives
         if self.config.negatives == "popularity":
             if self.popularity is None:
@@ -87,11 +88,7 @@ class NextItemLoss:
         log_q = torch.full((n,), -torch.log(torch.tensor(float(catalog - FIRST_ITEM_CODE))).item())
         return negatives.to(device), log_q.to(device)
 
-    def _logits(self, model, hidden, candidates):
-        weights = model.item_weights()[candidates]
-        return (hidden @ weights.T + model.output_bias[candidates]) / model.config.temperature
-
-    def _sampled_softmax(self, model, hidden, targets, negatives, negative_log_q, repeat=None, sequences=None):
+    def _sampled_softmax(self, output, hidden, targets, negatives, negative_log_q, repeat=None, sequences=None):
         """The in-batch targets of other sequences follow the item popularity that log q corrects for;
         those of the row's own sequence do not (its other events are drawn with it, with probability 1,
         and its earlier items are the repeat candidates): with `sequences`, a row leaves them out."""
@@ -100,22 +97,21 @@ class NextItemLoss:
             in_batch_log_q = torch.log(self.popularity.to(hidden.device)[targets])
         else:  # without counts, in-batch positives are taken as uniform too
             in_batch_log_q = negative_log_q[:1].expand(len(targets))
-        weights = model.item_weights()[candidates]
-        bias = model.output_bias[candidates] - torch.cat([in_batch_log_q, negative_log_q]) * model.config.temperature
-        hidden, bias = model.tempered(hidden, bias)
+        weights = output.weights[candidates]
+        bias = output.bias[candidates] - torch.cat([in_batch_log_q, negative_log_q]) * output.temperature
+        hidden, bias = output.tempered(hidden, bias)
         own = torch.arange(len(targets), device=hidden.device)
         # a candidate that is some other row's copy of this row's target is not a negative
         return ChunkedCrossEntropy.apply(hidden, weights, bias, own, 0.0, targets, candidates, *_repeat_entries(repeat, candidates),
                                          sequences)
 
-    def _gbce(self, model, hidden, targets, negatives):
-        catalog = model.spec.item_cardinality - FIRST_ITEM_CODE
+    def _gbce(self, output, hidden, targets, negatives):
+        catalog = output.catalog - FIRST_ITEM_CODE
         alpha = self.config.n_negatives / (catalog - 1)
         t = self.config.gbce_t
         beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
-        positive = (hidden * model.item_weights()[targets]).sum(-1) + model.output_bias[targets]
-        positive = positive / model.config.temperature
-        negative = self._logits(model, hidden, negatives)
+        positive = ((hidden * output.weights[targets]).sum(-1) + output.bias[targets]) / output.temperature
+        negative = output.logits(hidden, negatives)
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         loss = -beta * F.logsigmoid(positive) - F.logsigmoid(-negative).sum(-1)
         return loss.mean()

@@ -94,10 +94,39 @@ def check_config(config: ModelConfig) -> None:
         raise ModelConfigError(f"history_length: expected 1 or more items, got {config.history_length}")
 
 
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices (embeddings, projections); not biases, norms or other 1-D parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def body_positions(config: ModelConfig) -> int:
     """The body's position table: the session's events, and with a prefix history its items and marker."""
     session = config.max_positions or config.max_length
     return session + (config.history_length + 1 if config.history == "prefix" else 0)
+
+
+@dataclass(frozen=True)
+class OutputLayer:
+    """What turns states into next-item scores, as the losses read it: one vector and one bias per
+    item code, and the temperature every score is divided by."""
+    weights: torch.Tensor  # [catalog, D]: the item table itself when tied
+    bias: torch.Tensor  # [catalog]
+    temperature: float
+
+    @property
+    def catalog(self) -> int:
+        return self.weights.shape[0]
+
+    def tempered(self, hidden: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden` and `bias` divided by the temperature, so their product and sum are the logits divided
+        by it (cheaper than dividing [N, catalog] logits); unchanged at 1."""
+        return (hidden, bias) if self.temperature == 1.0 else (hidden / self.temperature, bias / self.temperature)
+
+    def logits(self, hidden: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores [N, C] of the states `hidden` [N, D] for the item codes `candidates` [C]."""
+        return (hidden @ self.weights[candidates].T + self.bias[candidates]) / self.temperature
 
 
 class NextItemModel(nn.Module):
@@ -158,17 +187,21 @@ class NextItemModel(nn.Module):
         mask = batch[self.spec.item] != 0
         return self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history], whole=items)
 
-    def tempered(self, hidden: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`hidden` and `bias` divided by the temperature, so their product and sum are the logits divided
-        by it (cheaper than dividing [N, catalog] logits); unchanged at 1."""
-        temperature = self.config.temperature
-        return (hidden, bias) if temperature == 1.0 else (hidden / temperature, bias / temperature)
+    def output_layer(self) -> OutputLayer:
+        """The scores' parameters, passed to the losses (the model's own scores use them too)."""
+        return OutputLayer(self.item_weights(), self.output_bias, self.config.temperature)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW's parameter groups: decay on matrices (embeddings, projections); not on biases, norms or
+        other 1-D parameters."""
+        return parameter_groups(self, weight_decay)
 
     def scores(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item scores [N, catalog] of the states `hidden` [N, D]; special codes get -inf.
         `out`: a [N, catalog] buffer to write them into (see training.evaluate.score_workspace)."""
-        hidden, bias = self.tempered(hidden, self.output_bias)
-        logits = torch.addmm(bias, hidden, self.item_weights().T, out=out)  # one pass over [N, catalog], not three
+        output = self.output_layer()
+        hidden, bias = output.tempered(hidden, output.bias)
+        logits = torch.addmm(bias, hidden, output.weights.T, out=out)  # one pass over [N, catalog], not three
         logits[..., :FIRST_ITEM_CODE] = float("-inf")
         return logits
 

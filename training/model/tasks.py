@@ -58,7 +58,7 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
         masked = _mlm_positions(mask, task, generator)
         hidden, _ = model.encode(_masked_inputs(model, batch, masked))
         targets, use = items, masked & (items >= FIRST_ITEM_CODE)
-    return loss(model, hidden[use], targets[use], generator, sequences=_sequences(use))
+    return loss(model.output_layer(), hidden[use], targets[use], generator, sequences=_sequences(use))
 
 
 def _clm_loss(model: NextItemModel, items: torch.Tensor, hidden: torch.Tensor, loss: NextItemLoss, task: TaskConfig,
@@ -77,7 +77,7 @@ def _clm_loss(model: NextItemModel, items: torch.Tensor, hidden: torch.Tensor, l
             rows, positions = use.nonzero(as_tuple=True)
             repeat = model.repeat_entries(items[rows], positions)
         weight = task.horizon_decay ** (ahead - 1)
-        step = loss(model, states[use], later[use], generator, repeat=repeat, sequences=_sequences(use))
+        step = loss(model.output_layer(), states[use], later[use], generator, repeat=repeat, sequences=_sequences(use))
         total, weights = total + weight * step, weights + weight
     return total / weights
 
@@ -130,14 +130,14 @@ def _rtd(model: NextItemModel, batch: dict, mask: torch.Tensor, loss: NextItemLo
     use = masked & (items >= FIRST_ITEM_CODE)
     inputs = _masked_inputs(model, batch, masked)
     generator_hidden = model.generator_body(model.inputs(inputs), mask)
-    generator_loss = loss(model, generator_hidden[use], items[use], generator, sequences=_sequences(use))
+    generator_loss = loss(model.output_layer(), generator_hidden[use], items[use], generator, sequences=_sequences(use))
     with torch.no_grad():
         probabilities = torch.softmax(model.scores(generator_hidden[masked]).float(), dim=-1)
         sampled = torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(items.device)
     corrupted = items.clone()
     corrupted[masked] = sampled
     hidden, _ = model.encode(inputs)
-    next_item_loss = loss(model, hidden[use], items[use], generator, sequences=_sequences(use))
+    next_item_loss = loss(model.output_layer(), hidden[use], items[use], generator, sequences=_sequences(use))
     detected, _ = model.encode({**batch, model.spec.item: corrupted})
     logits = model.replaced_head(detected).squeeze(-1)
     detection_loss = F.binary_cross_entropy_with_logits(logits[mask].float(), (corrupted != items)[mask].float())
