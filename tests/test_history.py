@@ -84,11 +84,11 @@ def test_a_causal_session_state_sees_its_history_but_no_later_event(architecture
     model = _model(architecture, "clm", "prefix")
     batch = _with_history(_batch([8, 8, 8]), [4, 0, 9])
     with torch.no_grad():
-        hidden, _ = model.encode(batch)
+        hidden = model.encode(batch).hidden
         later = dict(batch, items=batch["items"].clone())
         later["items"][:, 5:] = FIRST_ITEM_CODE  # events after position 4 changed
-        changed, _ = model.encode(later)
-        other_history, _ = model.encode(_with_history(batch, [4, 0, 9], seed=2))
+        changed = model.encode(later).hidden
+        other_history = model.encode(_with_history(batch, [4, 0, 9], seed=2)).hidden
     torch.testing.assert_close(changed[:, :5], hidden[:, :5])
     assert not torch.allclose(other_history[0, 0], hidden[0, 0], atol=1e-4)  # the first event sees the history
 
@@ -115,8 +115,9 @@ def test_history_targets_train_the_history_events_and_the_boundary_on_their_next
     middle = torch.cat([batch["history"][:, :2], torch.zeros(3, 3, dtype=torch.long), batch["history"][:, 2:]], dim=1)
     model.eval()
     with torch.no_grad():
-        hidden, codes = model.encode_with_history({**batch, "history": middle}, batch["items"])
-        session, mask = model.encode(batch)
+        whole = model.encode_with_history({**batch, "history": middle}, batch["items"])
+        hidden, codes = whole.hidden, whole.items
+        session = model.encode(batch).hidden
     for row, (history, events) in enumerate(zip(batch["history"], batch["items"])):
         history = history[history != 0][-6:]  # history_length 6
         events = events[events != 0]
@@ -127,7 +128,8 @@ def test_history_targets_train_the_history_events_and_the_boundary_on_their_next
 
     plain = _model("gpt2", "clm", "prefix")  # no item dropout: the loss by hand sees the same inputs
     with torch.no_grad():
-        hidden, codes = plain.encode_with_history(batch, batch["items"])
+        whole = plain.encode_with_history(batch, batch["items"])
+        hidden, codes = whole.hidden, whole.items
         states, targets = hidden[:, :-1], codes[:, 1:]
         use = targets >= FIRST_ITEM_CODE  # every next real item: history's, the boundary's (the session's first), the session's
         by_hand = torch.nn.functional.cross_entropy(plain.scores(states[use]), targets[use])

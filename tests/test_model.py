@@ -76,8 +76,8 @@ def test_causal_bodies_do_not_see_the_future(architecture, task, positions):
     changed["category"][:, 5:] = 3
     changed["price"][:, 5:] += 5.0
     with torch.no_grad():
-        hidden, _ = model.encode(batch)
-        hidden_changed, _ = model.encode(changed)
+        hidden = model.encode(batch).hidden
+        hidden_changed = model.encode(changed).hidden
     torch.testing.assert_close(hidden[:, :5], hidden_changed[:, :5], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(hidden[:, 5:], hidden_changed[:, 5:])
 
@@ -195,7 +195,8 @@ def test_plm_target_is_predicted_without_its_own_content():
     mask = batch["items"] != 0
     task = TaskConfig(mlm_probability=0.4, mask_last_share=0.0)
     with torch.no_grad():
-        hidden, targets, valid, positions = _plm(model, batch, mask, task, torch.Generator().manual_seed(3))
+        permuted = _plm(model, batch, mask, task, torch.Generator().manual_seed(3))
+        hidden, targets, valid, positions = permuted.hidden, permuted.targets, permuted.use, permuted.positions
         assert valid.any()
         row, slot = (int(i) for i in valid.nonzero()[0])
         position = int(positions[row, slot])
@@ -203,7 +204,7 @@ def test_plm_target_is_predicted_without_its_own_content():
         changed = {k: v.clone() for k, v in batch.items()}
         changed["items"][row, position] = FIRST_ITEM_CODE + (changed["items"][row, position] + 1 - FIRST_ITEM_CODE) % 50
         changed["category"][row, position] = 3 if changed["category"][row, position] != 3 else 4
-        hidden_changed, _, _, _ = _plm(model, changed, mask, task, torch.Generator().manual_seed(3))
+        hidden_changed = _plm(model, changed, mask, task, torch.Generator().manual_seed(3)).hidden
     torch.testing.assert_close(hidden_changed[row, slot], hidden[row, slot])
 
 
@@ -254,7 +255,7 @@ def test_horizon_trains_each_state_on_the_next_events_with_decaying_weights():
     assert len(calls) == 3
     torch.testing.assert_close(value, torch.tensor((1 + 0.5 * 2 + 0.25 * 3) / 1.75))
     with torch.no_grad():
-        hidden, _ = model.encode(batch)
+        hidden = model.encode(batch).hidden
     for ahead, (states, targets) in enumerate(calls, 1):
         use = items[:, ahead:] != 0  # the state after event p learns the item at p + ahead
         assert torch.equal(targets, items[:, ahead:][use])

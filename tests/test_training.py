@@ -442,7 +442,8 @@ def test_rtd_head_learns_to_spot_replaced_items(prepared_synthetic, tmp_path):
     replaced = (torch.rand(items.shape, generator=generator) < 0.2) & (items != 0)
     random_items = torch.randint(FIRST_ITEM_CODE, trainer.spec.item_cardinality, items.shape, generator=generator)
     with torch.no_grad():
-        hidden, mask = model.encode({**batch, trainer.spec.item: torch.where(replaced, random_items, items)})
+        states = model.encode({**batch, trainer.spec.item: torch.where(replaced, random_items, items)})
+        hidden, mask = states.hidden, states.mask
         logits = model.replaced_head(hidden).squeeze(-1)
     shown = torch.where(replaced, random_items, items)
     counts = trainer.train_data.item_counts().double()

@@ -107,7 +107,8 @@ def position_scores(model: NextItemModel, batch: dict[str, torch.Tensor], with_l
     (rows, positions, scores of the prefix ending at each, that prefix's items 0-padded [rows, L]).
     with_last: the last real event's state too (it predicts nothing in evaluation, the next item in predict).
     workspace: score_workspace(model, score_rows), which holds each chunk's scores until the next chunk's."""
-    hidden, mask = model.encode(batch)
+    states = model.encode(batch)
+    hidden, mask = states.hidden, states.mask
     items = batch[model.spec.item]
     rows, positions = (mask if with_last else mask[:, 1:]).nonzero(as_tuple=True)  # position p predicts event p + 1
     for chunk in range(0, len(rows), score_rows):

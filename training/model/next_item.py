@@ -108,6 +108,22 @@ def body_positions(config: ModelConfig) -> int:
 
 
 @dataclass(frozen=True)
+class SequenceStates:
+    """What the body makes of a batch: hidden states [B, L, D] and the real events' mask [B, L]
+    (a history prefix's model: the session's)."""
+    hidden: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class WholeSequenceStates:
+    """A prefix-history model's states of the whole [history, boundary, session] sequence [B, L', D]
+    and its item codes [B, L'] (boundary and padding 0)."""
+    hidden: torch.Tensor
+    items: torch.Tensor
+
+
+@dataclass(frozen=True)
 class OutputLayer:
     """What turns states into next-item scores, as the losses read it: one vector and one bias per
     item code, and the temperature every score is divided by."""
@@ -173,19 +189,20 @@ class NextItemModel(nn.Module):
         weight = self.inputs.item_embedding.weight if self.output_weight is None else self.output_weight
         return weight[: self.spec.item_cardinality]
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, batch: dict[str, torch.Tensor]) -> SequenceStates:
         """Hidden states [B, L, D] of a right-padded batch and its mask (with history: the session's)."""
         mask = batch[self.spec.item] != 0
         if self.history is None:
-            return self.body(self.inputs(batch), mask), mask
-        return self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history]), mask
+            return SequenceStates(self.body(self.inputs(batch), mask), mask)
+        return SequenceStates(self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history]), mask)
 
-    def encode_with_history(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_with_history(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> WholeSequenceStates:
         """A prefix-history model's states of the whole [history, boundary, session] sequence and its
         item codes (boundary and padding 0; `items`: the session's true items, the inputs may hide
         some): its history positions can learn their next events too."""
         mask = batch[self.spec.item] != 0
-        return self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history], whole=items)
+        return WholeSequenceStates(*self.history(self.body, self.inputs, batch, self.inputs(batch), mask, batch[self.spec.history],
+                                                 whole=items))
 
     def output_layer(self) -> OutputLayer:
         """The scores' parameters, passed to the losses (the model's own scores use them too)."""
@@ -240,7 +257,7 @@ class NextItemModel(nn.Module):
         batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
         batch, mask = keep_last(batch, mask, self.config.max_length - int(self.appends_mask), self.spec.list_columns)
         if not self.appends_mask:
-            hidden, _ = self.encode(batch)
+            hidden = self.encode(batch).hidden
             last = (mask.sum(1) - 1).clamp(min=0)
             return self.add_repeat_scores(self.scores(at_positions(hidden, last)), batch[self.spec.item], last)
         batch, slot = self.with_mask_slot(batch, mask)
@@ -249,5 +266,4 @@ class NextItemModel(nn.Module):
             perm_mask = at_slot.expand(-1, at_slot.shape[2], -1)  # [B, L, L]: no event sees the slot
             hidden = self.body(self.inputs(batch), batch[self.spec.item] != 0, perm_mask, at_slot)
             return self.scores(hidden[:, 0])
-        hidden, _ = self.encode(batch)
-        return self.scores(at_positions(hidden, slot))
+        return self.scores(at_positions(self.encode(batch).hidden, slot))

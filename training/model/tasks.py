@@ -46,17 +46,19 @@ def task_loss(model: NextItemModel, batch: dict, loss: NextItemLoss, task: TaskC
     if model.config.task == "clm":
         batch = _item_dropout(model, batch, mask, generator)
         if task.history_targets:  # the boundary's state learns the session's first item
-            hidden, items = model.encode_with_history(batch, items)
+            whole = model.encode_with_history(batch, items)
+            hidden, items = whole.hidden, whole.items
         else:
-            hidden, _ = model.encode(batch)
+            hidden = model.encode(batch).hidden
         return _clm_loss(model, items, hidden, loss, task, generator)
     if model.config.task == "plm":
-        hidden, targets, use, _ = _plm(model, batch, mask, task, generator)
+        permuted = _plm(model, batch, mask, task, generator)
+        hidden, targets, use = permuted.hidden, permuted.targets, permuted.use
     elif model.config.task == "rtd":
         return _rtd(model, batch, mask, loss, task, generator)
     else:
         masked = _mlm_positions(mask, task, generator)
-        hidden, _ = model.encode(_masked_inputs(model, batch, masked))
+        hidden = model.encode(_masked_inputs(model, batch, masked)).hidden
         targets, use = items, masked & (items >= FIRST_ITEM_CODE)
     return loss(model.output_layer(), hidden[use], targets[use], generator, sequences=_sequences(use))
 
@@ -136,15 +138,15 @@ def _rtd(model: NextItemModel, batch: dict, mask: torch.Tensor, loss: NextItemLo
         sampled = torch.multinomial(probabilities.cpu(), 1, generator=generator).squeeze(1).to(items.device)
     corrupted = items.clone()
     corrupted[masked] = sampled
-    hidden, _ = model.encode(inputs)
+    hidden = model.encode(inputs).hidden
     next_item_loss = loss(model.output_layer(), hidden[use], items[use], generator, sequences=_sequences(use))
-    detected, _ = model.encode({**batch, model.spec.item: corrupted})
+    detected = model.encode({**batch, model.spec.item: corrupted}).hidden
     logits = model.replaced_head(detected).squeeze(-1)
     detection_loss = F.binary_cross_entropy_with_logits(logits[mask].float(), (corrupted != items)[mask].float())
     return next_item_loss + generator_loss + task.rtd_weight * detection_loss
 
 
-def _plm(model: NextItemModel, batch: dict, mask: torch.Tensor, task: TaskConfig, generator: torch.Generator):
+def _plm(model: NextItemModel, batch: dict, mask: torch.Tensor, task: TaskConfig, generator: torch.Generator) -> PermutedTargets:
     """XLNet's permutation LM: targets chosen as in MLM, a random factorisation order per row;
     an event does not see a target placed at or after it in that order, and each target is
     predicted by the query stream, which never sees its own content."""
@@ -160,7 +162,16 @@ def _plm(model: NextItemModel, batch: dict, mask: torch.Tensor, task: TaskConfig
     target_mapping.scatter_(2, positions[:, :, None], valid[:, :, None].float())
     hidden = model.body(model.inputs(batch), mask, perm_mask, target_mapping)
     targets = batch[model.spec.item].gather(1, positions)
-    return hidden, targets, valid & (targets >= FIRST_ITEM_CODE), positions
+    return PermutedTargets(hidden, targets, valid & (targets >= FIRST_ITEM_CODE), positions)
+
+
+@dataclass(frozen=True)
+class PermutedTargets:
+    """XLNet's query-stream states of the masked targets, as many slots a row as its most-masked row."""
+    hidden: torch.Tensor  # [B, slots, D]
+    targets: torch.Tensor  # [B, slots] the masked items
+    use: torch.Tensor  # [B, slots] a real slot whose target can be recommended
+    positions: torch.Tensor  # [B, slots] each slot's position in the sequence
 
 
 def _mlm_positions(mask: torch.Tensor, task: TaskConfig, generator: torch.Generator) -> torch.Tensor:
