@@ -34,7 +34,7 @@ from bench.accuracy import PROTOCOL
 from bench.output import write_json
 from bench.t4r.definitions import SCHEDULE, TIMING, WARMUP_STEPS, WEIGHTS
 from bench.t4r.train_hf4rec import ran_with
-from training.run_dir import replace_file
+from training.files import replace_file
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -34,7 +34,8 @@ import torch
 from bench.output import write_json
 from export.torchscript import PRECISIONS, serving_module, trace
 from training.model.features import FeatureSpec
-from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, NextItemModel
+from training.model.configuration import ModelConfig
+from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 
 ITEM = "item_id_list"
 

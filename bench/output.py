@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.run_dir import replace_json
+from training.files import replace_json
 
 
 def write_json(path: Path, value, indent: int | None = 1) -> Path:

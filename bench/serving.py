@@ -31,7 +31,7 @@ from bench.output import write_json
 from export.configs import BACKENDS
 from model_repository import contract
 from serve.layout import TritonLayout
-from training.run_dir import replace_file
+from training.files import replace_file
 
 NAME = contract.DEFAULT_NAME
 # what is measured -> the Triton model it sends to

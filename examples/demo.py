@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from serve.server import TritonServer, TritonServerError
+from training.files import replace_file
 from training import cli
 
 
@@ -55,7 +56,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
-    from training import run_dir
     from training.held_out import held_out_sequences
 
     with cli.answers_bad_input(parser.name, FileNotFoundError, ValueError, TritonServerError):
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         print(comparison(args.run), flush=True)
     events, key, targets = users.events, users.key, users.last[users.columns.item]
     requests = args.run / "held_out_events.csv"
-    run_dir.replace_file(requests, lambda tmp: events.to_csv(tmp, index=False))
+    replace_file(requests, lambda tmp: events.to_csv(tmp, index=False))
     with cli.answers_bad_input(parser.name, TritonServerError):
         server.start()
     try:

@@ -44,7 +44,7 @@ def one_session_requests(sessions, spec, k: int) -> list:
 
 def write_samples(run: Path, repo: Path, out: Path, name: str = DEFAULT_NAME, sessions: int = 200, k: int = 10) -> dict:
     from training.held_out import held_out_sequences
-    from training.run_dir import replace_file
+    from training.files import replace_file
 
     events = held_out_sequences(run, sessions).events  # the run first: the repository was exported from it
     spec = request_spec(repo, name)

@@ -15,7 +15,8 @@ from training.data.datasets import synthetic
 from training.batches import SequenceData
 from training.model.features import FeatureSpec, feature_spec
 from training.model.losses import NextItemLoss, LossConfig
-from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel
+from training.model.configuration import ModelConfig, ModelConfigError
+from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 from training.model.tasks import TaskConfig, task_loss
 
 HISTORY_SPEC = FeatureSpec(**{**SPEC.__dict__, "history": "history"})

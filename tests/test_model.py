@@ -9,7 +9,8 @@ import torch
 
 from training.model.bodies import BODIES, BodyConfig, SequenceBody
 from training.model.features import FeatureSpec
-from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, ModelConfigError, NextItemModel
+from training.model.configuration import ModelConfig, ModelConfigError
+from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 from training.model.sequence import compact, keep_last
 
 SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8}, continuous=("price",),

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from training.model.features import FeatureSpec
 from training.model.losses import FIRST_ITEM_CODE, ChunkedCrossEntropy, LossConfig, LossError, NextItemLoss, _repeat_entries
-from training.model.next_item import REPEAT_SCALE, ModelConfig, ModelConfigError, NextItemModel
+from training.model.configuration import ModelConfig, ModelConfigError
+from training.model.next_item import REPEAT_SCALE, NextItemModel
 from training.model.tasks import TaskConfig, task_loss
 
 SPEC = FeatureSpec(item="items", item_cardinality=40)

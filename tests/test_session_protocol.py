@@ -22,7 +22,8 @@ def test_rows(prepared_synthetic):
 
 
 def _model(spec, architecture: str, task: str, repeat_window: int = 0):
-    from training.model.next_item import ModelConfig, NextItemModel
+    from training.model.configuration import ModelConfig
+    from training.model.next_item import NextItemModel
 
     torch.manual_seed(0)
     model = NextItemModel(spec, ModelConfig(architecture=architecture, task=task, d_model=16, n_layers=1, n_heads=1,

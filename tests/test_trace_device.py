@@ -10,7 +10,8 @@ import torch
 
 from export.torchscript import best_items, example_inputs, follow_input_device, kept_events, serving_module, trace
 from training.model.features import FeatureSpec
-from training.model.next_item import ModelConfig, NextItemModel
+from training.model.configuration import ModelConfig
+from training.model.next_item import NextItemModel
 
 SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8}, continuous=("price",),
                    context_categorical={"device": 4}, context_continuous=("age",))

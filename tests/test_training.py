@@ -19,7 +19,8 @@ from training.batches import SequenceData
 from training.evaluate import evaluate
 from training.model.features import FeatureError, feature_spec
 from training.model.losses import LossConfig, NextItemLoss
-from training.model.next_item import FIRST_ITEM_CODE, ModelConfig, NextItemModel
+from training.model.configuration import ModelConfig
+from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 from training.train import Trainer, lr_lambda
 
 CONFIGS = shipped_configs()

@@ -18,8 +18,8 @@ import yaml
 from training.metrics import NAMES as METRIC_NAMES
 from training.metrics import PROTOCOLS
 from training.model.losses import LossConfig, check_loss
-from training.model.next_item import ModelConfig
-from training.model.next_item import check_config as check_model
+from training.model.configuration import ModelConfig
+from training.model.configuration import check_config as check_model
 from training.model.tasks import TaskConfig, check_task
 
 SCHEDULES = ("cosine", "linear", "constant")  # the learning rate's decay after warmup

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from training.files import replace_csv, replace_json
+
 from training import cli, run_dir
 from training.data import prepared
 from training.config import Config, ConfigError, load_config
@@ -23,7 +25,7 @@ from training.batches import SequenceData
 from training.evaluate import evaluate
 from training.model.features import FeatureError
 from training.model.losses import LossError
-from training.model.next_item import ModelConfigError
+from training.model.configuration import ModelConfigError
 from training.train import Trainer
 
 EMPTY_WINDOW = "no sequence with 2 or more events"
@@ -69,8 +71,8 @@ def run_incremental(config: Config, data: Path, out: Path) -> dict:
 
 def write_outputs(out: Path, result: dict) -> None:
     """incremental.json (everything) and incremental.csv (a row per window), each replaced whole."""
-    run_dir.replace_json(out / "incremental.json", result)
-    run_dir.replace_csv(out / "incremental.csv", result["windows"])
+    replace_json(out / "incremental.json", result)
+    replace_csv(out / "incremental.csv", result["windows"])
 
 
 def main(argv: list[str] | None = None) -> None:

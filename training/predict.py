@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.files import replace_file
+
 from training import cli, run_dir
 from training.data import prepared, request_transform, views
 from training.allocator import keep_freed_memory
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write = (lambda tmp: predictions.to_parquet(tmp, index=False)) if args.out.suffix == ".parquet" else \
         (lambda tmp: predictions.to_csv(tmp, index=False))
-    run_dir.replace_file(args.out, write)
+    replace_file(args.out, write)
     print(f"predict: {predictions.iloc[:, 0].nunique()} sessions, k={args.k}, wrote {args.out}", file=sys.stderr)
 
 

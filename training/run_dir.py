@@ -12,9 +12,7 @@ Files are written to a temporary name and renamed.
 """
 from __future__ import annotations
 
-import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from training.data import prepared
 from training.data.codes import SPECIAL_CODES
 from training.config import Config, build_config
+from training.files import replace_file, replace_json
 from training.model.features import FeatureSpec, feature_spec
 
 CONFIG = "config.yaml"
@@ -33,28 +32,6 @@ RUN = "run.json"
 DATA = "data"
 WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.pt"
-
-
-def replace_file(path: Path, write) -> None:
-    """`write(tmp)` a sibling temporary file, then rename it over `path`: never half-written."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def replace_json(path: Path, value, indent: int | None = 1) -> None:
-    replace_file(path, lambda p: p.write_text(json.dumps(value, indent=indent) + "\n"))
-
-
-def replace_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
-    """A CSV of `rows` (columns: the first row's keys unless given), replaced whole."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns or list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    replace_file(path, write)
 
 
 def create(run: Path, data: Path, config: Config, spec: FeatureSpec) -> None:

@@ -23,6 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from training.files import replace_csv, replace_file, replace_json
+
 from training import cli, run_dir
 from training.allocator import keep_freed_memory
 from training.config import Config, ConfigError, check, load_config
@@ -30,7 +32,8 @@ from training.batches import SequenceData
 from training.evaluate import evaluate
 from training.model.features import FeatureError, feature_spec
 from training.model.losses import LossError, NextItemLoss
-from training.model.next_item import ModelConfigError, NextItemModel
+from training.model.configuration import ModelConfigError
+from training.model.next_item import NextItemModel
 from training.model.pretrained import load_item_embeddings
 from training.progress import Progress
 from training.model.tasks import TaskConfigError, task_loss
@@ -332,13 +335,13 @@ class Trainer:
             "train_seconds": sum(r["train_seconds"] for r in self.history),
             "steps": self.step,
         }
-        run_dir.replace_json(self.out / "metrics.json", result)
+        replace_json(self.out / "metrics.json", result)
         _plot(self.history, self.out / "curves.png", train.early_stopping_metric)
         return result
 
     def _write_metrics(self) -> None:
         columns = sorted({k for record in self.history for k in record}, key=lambda k: (k not in ("epoch", "step"), k))
-        run_dir.replace_csv(self.out / "metrics.csv", self.history, columns)
+        replace_csv(self.out / "metrics.csv", self.history, columns)
 
 
 def summary(result: dict, out: Path, metric: str) -> str:
@@ -388,7 +391,7 @@ def _plot(history: list[dict], path: Path, metric: str) -> None:
     metric_axis.plot([r["epoch"] for r in evaluated], [r[f"valid_{metric}"] for r in evaluated], marker="o", color="tab:green")
     metric_axis.set(title=f"validation {metric}", xlabel="epoch")
     figure.tight_layout()
-    run_dir.replace_file(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
+    replace_file(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png"))
     plt.close(figure)
 
 

@@ -2,15 +2,11 @@
 context, embedded and aggregated into one vector per event [B, L, d_model]."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
+from training.model.configuration import ModelConfig
 from training.model.features import FeatureSpec
-
-if TYPE_CHECKING:  # the model's config names its inputs' options; the model module imports this one
-    from training.model.next_item import ModelConfig
 
 
 class SoftOneHot(nn.Module):

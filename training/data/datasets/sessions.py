@@ -345,7 +345,7 @@ def mapping_yaml() -> str:
 
 def write_splits(splits: dict[str, pd.DataFrame], out: Path) -> None:
     """DIR/{train,valid,test}.parquet and DIR/mapping.yaml, each written to a temporary name and renamed."""
-    from training.run_dir import replace_file
+    from training.files import replace_file
 
     out.mkdir(parents=True, exist_ok=True)
     for name, events in splits.items():
