@@ -146,12 +146,9 @@ class EnsembleConfigs:
 
 def load(run: Path, options: ExportOptions) -> Loaded:
     from training import run_dir
-    from training.data import prepared
 
     model, config = run_dir.load_model(run)
-    written = run / run_dir.FEATURES  # runs before it: their prepared folder's
-    codes = json.loads(written.read_text()) if written.is_file() else prepared.load_summary(run / run_dir.DATA)
-    first_code = codes["special_codes"]["first_value"]
+    first_code = run_dir.special_codes(run)["first_value"]
     if options.top_k > model.spec.item_cardinality - first_code:
         raise ExportError(f"--top-k: expected at most the catalog's {model.spec.item_cardinality - first_code} items, got {options.top_k}")
     exclude_seen = config.train.exclude_seen if options.exclude_seen is None else options.exclude_seen

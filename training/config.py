@@ -23,7 +23,7 @@ from training.model.configuration import check_config as check_model
 from training.model.tasks import TaskConfig, check_task
 
 SCHEDULES = ("cosine", "linear", "constant")  # the learning rate's decay after warmup
-PRECISIONS = ("none", "bf16", "fp16")  # train.amp
+AMP_MODES = ("none", "bf16", "fp16")  # train.amp
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ def check(config: Config) -> None:
         raise ConfigError(f"train.early_stopping_metric: {train.early_stopping_metric!r} is not computed; expected one of {sorted(metric_names)}")
     if train.bucket_by_length and train.bucket_batches < 1:
         raise ConfigError(f"train.bucket_batches: expected 1 or more batches per length-sorted run, got {train.bucket_batches}")
-    if train.amp not in PRECISIONS:
-        raise ConfigError(f"train.amp: expected one of {list(PRECISIONS)} (fp16 on a GPU only), got {train.amp!r}")
+    if train.amp not in AMP_MODES:
+        raise ConfigError(f"train.amp: expected one of {list(AMP_MODES)} (fp16 on a GPU only), got {train.amp!r}")
     check_model(config.model)
     check_loss(config.loss, config.model.repeat_window)
     check_task(config.task, config.model.task, config.model.history, config.model.repeat_window)

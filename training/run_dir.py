@@ -91,6 +91,12 @@ def load_checkpoint(run: Path, model) -> dict:
     return checkpoint["state"]
 
 
+def special_codes(run: Path) -> dict[str, int]:
+    """The reserved codes the run trained with (runs before features.json: its prepared folder's)."""
+    path = Path(run) / FEATURES
+    return json.loads(path.read_text())["special_codes"] if path.is_file() else prepared.load_summary(Path(run) / DATA)["special_codes"]
+
+
 def spec_of(run: Path, config: Config) -> FeatureSpec:
     """The feature spec the run trained with (runs before features.json: read from its prepared.json)."""
     path = Path(run) / FEATURES

@@ -127,7 +127,7 @@ class Trainer:
         if self.world > 1:  # HF bodies carry unused parameters (their 1-row word table)
             self.step_module = nn.parallel.DistributedDataParallel(self.step_module, find_unused_parameters=True)
         # every rank takes the same number of batches, so no rank waits on a missing all-reduce
-        self.steps_per_epoch = math.ceil(len(self.train_data) / train.batch_size) // self.world
+        self.steps_per_epoch = self._steps_per_epoch(self.train_data)
         total = self.steps_per_epoch * train.epochs
         # under a time budget the decay follows the budget's clock too, so a budgeted run ends at a low rate
         self.budget_spent = 0.0  # share of train.time_budget_minutes used at the last tick, agreed by all ranks
@@ -176,11 +176,14 @@ class Trainer:
         train = self.config.train
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train.schedule, train.warmup_steps, total))
 
+    def _steps_per_epoch(self, data: SequenceData) -> int:
+        return math.ceil(len(data) / self.config.train.batch_size) // self.world
+
     def train_on(self, data: SequenceData, epochs: int) -> dict:
         """`epochs` epochs on `data`, no evaluation or checkpoint (incremental training: one time window
         after another); returns the last epoch's record."""
         self.train_data = data
-        self.steps_per_epoch = math.ceil(len(data) / self.config.train.batch_size) // self.world
+        self.steps_per_epoch = self._steps_per_epoch(data)
         record = {}
         for _ in range(epochs):
             record = self.train_epoch(None)
