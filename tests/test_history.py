@@ -17,7 +17,7 @@ from training.model.features import FeatureSpec, feature_spec
 from training.model.losses import NextItemLoss, LossConfig
 from training.model.configuration import ModelConfig, ModelConfigError
 from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
-from training.model.tasks import TaskConfig, task_loss
+from training.model.tasks import TaskConfig
 
 HISTORY_SPEC = FeatureSpec(**{**SPEC.__dict__, "history": "history"})
 WITH_HISTORY = [(name, task) for name, task in ALL if task in ("clm", "mlm")]
@@ -100,7 +100,7 @@ def test_the_history_parameters_learn(task, history):
     architecture = "gpt2" if task == "clm" else "bert"
     model = _model(architecture, task, history).train()
     batch = _with_history(_batch([8, 3, 5]), [4, 0, 9])
-    loss = task_loss(model, batch, NextItemLoss(LossConfig()), TaskConfig(),
+    loss = model.loss(batch, NextItemLoss(LossConfig()), TaskConfig(),
                      torch.Generator().manual_seed(0))
     loss.backward()
     grads = [p.grad for p in model.history.parameters()]
@@ -134,8 +134,8 @@ def test_history_targets_train_the_history_events_and_the_boundary_on_their_next
         states, targets = hidden[:, :-1], codes[:, 1:]
         use = targets >= FIRST_ITEM_CODE  # every next real item: history's, the boundary's (the session's first), the session's
         by_hand = torch.nn.functional.cross_entropy(plain.scores(states[use]), targets[use])
-        loss = task_loss(plain, batch, NextItemLoss(LossConfig(loss="ce")), TaskConfig(history_targets=True), torch.Generator())
-        session_only = task_loss(plain, batch, NextItemLoss(LossConfig(loss="ce")), TaskConfig(), torch.Generator())
+        loss = plain.loss(batch, NextItemLoss(LossConfig(loss="ce")), TaskConfig(history_targets=True), torch.Generator())
+        session_only = plain.loss(batch, NextItemLoss(LossConfig(loss="ce")), TaskConfig(), torch.Generator())
     torch.testing.assert_close(loss, by_hand)
     assert use.sum() > sum(int((row != 0).sum()) - 1 for row in batch["items"]) + 3  # more than the session's targets
     assert not torch.isclose(loss, session_only)

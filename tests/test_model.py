@@ -12,6 +12,7 @@ from training.model.features import FeatureSpec
 from training.model.configuration import ModelConfig, ModelConfigError
 from training.model.next_item import FIRST_ITEM_CODE, NextItemModel
 from training.model.sequence import compact, keep_last
+from training.model.tasks import with_mask_slot
 
 SPEC = FeatureSpec(item="items", item_cardinality=60, categorical={"category": 8}, continuous=("price",),
                    context_categorical={"device": 4}, context_continuous=("age",))
@@ -98,7 +99,7 @@ def test_mlm_scores_a_mask_slot_after_the_last_event():
     batch = _batch([3, 8])
     compacted, mask = compact(batch, "items", SPEC.list_columns)
     kept, mask = keep_last(compacted, mask, 9, SPEC.list_columns)
-    slotted, positions = model.with_mask_slot(kept, mask)
+    slotted, positions = with_mask_slot(model, kept, mask)
     assert positions.tolist() == [3, 8]
     assert slotted["items"][0, 3] == slotted["items"][1, 8] == model.inputs.mask_code
     assert slotted["items"][0, :3].tolist() == batch["items"][0, :3].tolist()
@@ -189,14 +190,14 @@ def test_bad_model_configs_are_refused(overrides, message):
 
 def test_plm_target_is_predicted_without_its_own_content():
     """XLNet's query stream for a target never sees the target's item or side features."""
-    from training.model.tasks import TaskConfig, _plm
+    from training.model.tasks import TaskConfig, permuted_targets
 
     model = _model("xlnet", "plm")
     batch = _batch([8, 6])
     mask = batch["items"] != 0
     task = TaskConfig(mlm_probability=0.4, mask_last_share=0.0)
     with torch.no_grad():
-        permuted = _plm(model, batch, mask, task, torch.Generator().manual_seed(3))
+        permuted = permuted_targets(model, batch, mask, task, torch.Generator().manual_seed(3))
         hidden, targets, valid, positions = permuted.hidden, permuted.targets, permuted.use, permuted.positions
         assert valid.any()
         row, slot = (int(i) for i in valid.nonzero()[0])
@@ -205,7 +206,7 @@ def test_plm_target_is_predicted_without_its_own_content():
         changed = {k: v.clone() for k, v in batch.items()}
         changed["items"][row, position] = FIRST_ITEM_CODE + (changed["items"][row, position] + 1 - FIRST_ITEM_CODE) % 50
         changed["category"][row, position] = 3 if changed["category"][row, position] != 3 else 4
-        hidden_changed = _plm(model, changed, mask, task, torch.Generator().manual_seed(3)).hidden
+        hidden_changed = permuted_targets(model, changed, mask, task, torch.Generator().manual_seed(3)).hidden
     torch.testing.assert_close(hidden_changed[row, slot], hidden[row, slot])
 
 
@@ -220,7 +221,7 @@ def test_sdpa_and_eager_attention_agree(architecture, task):
 
 
 def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
-    from training.model.tasks import TaskConfig, task_loss
+    from training.model.tasks import TaskConfig
 
     model = _model("gpt2", "clm", item_dropout=0.3).train()
     batch = _batch([8] * 40 + [5] * 40, width=8)
@@ -228,7 +229,7 @@ def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
     model.encode = lambda inputs: (seen.setdefault("items", inputs["items"].clone()), original(inputs))[1]
     targets = []
     loss = lambda model, hidden, target, generator, **_: (targets.append(target), hidden.sum())[1]
-    task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
+    model.loss(batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
     real = batch["items"] != 0
     hidden = seen["items"] == model.inputs.mask_code
     assert not (hidden & ~real).any(), "only real events are hidden"
@@ -239,20 +240,20 @@ def test_item_dropout_hides_a_share_of_the_input_items_and_keeps_the_targets():
     seen.clear(), targets.clear()
     original = model.encode
     model.encode = lambda inputs: (seen.setdefault("items", inputs["items"].clone()), original(inputs))[1]
-    task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
+    model.loss(batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
     assert torch.equal(seen["items"], batch["items"]), "no item dropout by default"
 
 
 
 def test_horizon_trains_each_state_on_the_next_events_with_decaying_weights():
-    from training.model.tasks import TaskConfig, task_loss
+    from training.model.tasks import TaskConfig
 
     model = _model("gpt2", "clm")  # eval mode: no dropout, the states are the encoder's
     batch = _batch([8, 5, 3, 2], width=8)
     items = batch["items"]
     calls = []
     loss = lambda model, hidden, target, generator, **_: (calls.append((hidden, target)), torch.tensor(float(len(calls))))[1]
-    value = task_loss(model, batch, loss, TaskConfig(horizon=3, horizon_decay=0.5), torch.Generator().manual_seed(0))
+    value = model.loss(batch, loss, TaskConfig(horizon=3, horizon_decay=0.5), torch.Generator().manual_seed(0))
     assert len(calls) == 3
     torch.testing.assert_close(value, torch.tensor((1 + 0.5 * 2 + 0.25 * 3) / 1.75))
     with torch.no_grad():
@@ -262,7 +263,7 @@ def test_horizon_trains_each_state_on_the_next_events_with_decaying_weights():
         assert torch.equal(targets, items[:, ahead:][use])
         torch.testing.assert_close(states.detach(), hidden[:, : 8 - ahead][use])
     calls.clear()
-    task_loss(model, batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
+    model.loss(batch, loss, TaskConfig(), torch.Generator().manual_seed(0))
     assert len(calls) == 1, "horizon 1: the next event only"
 
 

@@ -10,7 +10,7 @@ from training.model.features import FeatureSpec
 from training.model.losses import FIRST_ITEM_CODE, ChunkedCrossEntropy, LossConfig, LossError, NextItemLoss, _repeat_entries
 from training.model.configuration import ModelConfig, ModelConfigError
 from training.model.next_item import REPEAT_SCALE, NextItemModel
-from training.model.tasks import TaskConfig, task_loss
+from training.model.tasks import TaskConfig
 
 SPEC = FeatureSpec(item="items", item_cardinality=40)
 WEIGHTS = [2.0, 0.5, 0.25]
@@ -50,7 +50,7 @@ def test_training_adds_to_each_prefix_what_inference_adds_to_it():
         seen_sequences.append(sequences)
         return torch.zeros(())
 
-    task_loss(model, {"items": items}, loss, TaskConfig(horizon=3), torch.Generator().manual_seed(0))
+    model.loss({"items": items}, loss, TaskConfig(horizon=3), torch.Generator().manual_seed(0))
     assert len(passed) == 3  # the next event, then 2 and 3 events ahead: all from the same prefix states
     for ahead, (codes, values) in enumerate(passed, 1):
         rows, positions = (items[:, ahead:] >= FIRST_ITEM_CODE).nonzero(as_tuple=True)

@@ -436,7 +436,7 @@ def test_rtd_head_learns_to_spot_replaced_items(prepared_synthetic, tmp_path):
     trainer = Trainer(config, prepared_synthetic, tmp_path / "run")
     trainer.run()
     model = trainer.model.eval()
-    assert len(model.generator_body.model.encoder.layer) == 1 and len(model.body.model.encoder.layer) == 2
+    assert len(model.task.generator_body.model.encoder.layer) == 1 and len(model.body.model.encoder.layer) == 2
     batch = next(SequenceData(prepared_synthetic, "test", trainer.spec).batches(256))
     items = batch[trainer.spec.item]
     generator = torch.Generator().manual_seed(0)
@@ -445,7 +445,7 @@ def test_rtd_head_learns_to_spot_replaced_items(prepared_synthetic, tmp_path):
     with torch.no_grad():
         states = model.encode({**batch, trainer.spec.item: torch.where(replaced, random_items, items)})
         hidden, mask = states.hidden, states.mask
-        logits = model.replaced_head(hidden).squeeze(-1)
+        logits = model.task.replaced_logits(hidden)
     shown = torch.where(replaced, random_items, items)
     counts = trainer.train_data.item_counts().double()
     follows = rule_weights(trainer.train_data).to_dense()

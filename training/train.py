@@ -36,7 +36,7 @@ from training.model.configuration import ModelConfigError
 from training.model.next_item import NextItemModel
 from training.model.pretrained import load_item_embeddings
 from training.progress import Progress
-from training.model.tasks import TaskConfigError, task_loss
+from training.model.tasks import TaskConfigError
 
 
 class TrainingStep(nn.Module):
@@ -47,7 +47,7 @@ class TrainingStep(nn.Module):
         self.model, self.loss, self.task = model, loss, config.task
 
     def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
-        return task_loss(self.model, batch, self.loss, self.task, generator)
+        return self.model.loss(batch, self.loss, self.task, generator)
 
 
 def rng_states(generator: torch.Generator) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.model.next_item import FIRST_ITEM_CODE, OutputLayer
+from training.model.outputs import FIRST_ITEM_CODE, OutputLayer
 
 LOSSES = ("ce", "sampled", "gbce")
 

@@ -4,26 +4,28 @@ A batch is a dict of tensors named like the prepared columns: list features [B, 
 codes, categorical codes, continuous values; 0 / 0.0 at padding) and context features [B].
 Padding may sit left, right or anywhere: `compact` moves the real events to the front, so
 every body sees right-padded sequences with positions 0..n-1, and the last real event is at
-n-1. What the model predicts is the item after the last real event:
-- causal bodies (CLM): the hidden state of the last real event;
-- bidirectional bodies (MLM): the hidden state of a [MASK] slot appended after it.
+n-1. What the model predicts is the item after the last real event; how, is its task's
+(training.model.tasks): causal bodies (CLM) read the hidden state of the last real event,
+bidirectional ones (MLM, PLM, RTD) that of a [MASK] slot appended after it.
+
+The model's contract: `next_item_scores(batch)` (inference, traced for serving) and
+`loss(batch, loss, settings, generator)` (training), both through its task object.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from training.data.codes import SPECIAL_CODES
 from training.model.bodies import BodyConfig, BodyError, SequenceBody, positions_like
 from training.model.configuration import ModelConfig, ModelConfigError, body_positions, check_config
 from training.model.features import FeatureSpec
 from training.model.history import HistoryEncoder
 from training.model.inputs import SequenceInputs
-from training.model.sequence import at_positions, compact, keep_last
+from training.model.losses import NextItemLoss
+from training.model.outputs import FIRST_ITEM_CODE, OutputLayer, SequenceStates, WholeSequenceStates
+from training.model.sequence import compact, keep_last
+from training.model.tasks import TaskConfig, make_task
 
-FIRST_ITEM_CODE = SPECIAL_CODES["first_value"]  # codes below (pad, null, OOV) are never recommended
 # logits per unit of a repeat weight: a weight moves about a learning rate per step, and the best
 # repeat scores are several logits (a 6-minute probe at lr 0.005 had learned 0.3-0.6 unscaled)
 REPEAT_SCALE = 10.0
@@ -34,44 +36,6 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-@dataclass(frozen=True)
-class SequenceStates:
-    """What the body makes of a batch: hidden states [B, L, D] and the real events' mask [B, L]
-    (a history prefix's model: the session's)."""
-    hidden: torch.Tensor
-    mask: torch.Tensor
-
-
-@dataclass(frozen=True)
-class WholeSequenceStates:
-    """A prefix-history model's states of the whole [history, boundary, session] sequence [B, L', D]
-    and its item codes [B, L'] (boundary and padding 0)."""
-    hidden: torch.Tensor
-    items: torch.Tensor
-
-
-@dataclass(frozen=True)
-class OutputLayer:
-    """What turns states into next-item scores, as the losses read it: one vector and one bias per
-    item code, and the temperature every score is divided by."""
-    weights: torch.Tensor  # [catalog, D]: the item table itself when tied
-    bias: torch.Tensor  # [catalog]
-    temperature: float
-
-    @property
-    def catalog(self) -> int:
-        return self.weights.shape[0]
-
-    def tempered(self, hidden: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`hidden` and `bias` divided by the temperature, so their product and sum are the logits divided
-        by it (cheaper than dividing [N, catalog] logits); unchanged at 1."""
-        return (hidden, bias) if self.temperature == 1.0 else (hidden / self.temperature, bias / self.temperature)
-
-    def logits(self, hidden: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Scores [N, C] of the states `hidden` [N, D] for the item codes `candidates` [C]."""
-        return (hidden @ self.weights[candidates].T + self.bias[candidates]) / self.temperature
 
 
 class NextItemModel(nn.Module):
@@ -97,10 +61,8 @@ class NextItemModel(nn.Module):
                 raise ModelConfigError(f"history {config.history!r}: the data has no session history; prepare it with "
                                        "--view session-aware (or set model.history=none)")
             self.history = HistoryEncoder(config.history, config.history_length, config.d_model)
-        if config.task == "rtd":  # a small MLM generator proposes replacements; a head detects them
-            generator_config = BodyConfig(**{**body_config.__dict__, "n_layers": config.rtd_generator_layers})
-            self.generator_body = SequenceBody(config.architecture, generator_config)
-            self.replaced_head = nn.Linear(config.d_model, 1)
+        # the training objective and the inference that agrees with it (rtd: its generator and detection head)
+        self.task = make_task(config.task, config.architecture, body_config, config.rtd_generator_layers)
         self.output_bias = nn.Parameter(torch.zeros(spec.item_cardinality))
         # the score added to an item for each earlier event of the session that holds it, by distance
         self.repeat_weights = nn.Parameter(torch.zeros(config.repeat_window)) if config.repeat_window else None
@@ -112,7 +74,8 @@ class NextItemModel(nn.Module):
 
     @property
     def appends_mask(self) -> bool:
-        return self.config.task != "clm"
+        """Inference scores a [MASK] slot after the last event, which takes one of max_length's positions."""
+        return self.task.appends_mask
 
     def item_weights(self) -> torch.Tensor:
         weight = self.inputs.item_embedding.weight if self.output_weight is None else self.output_weight
@@ -170,29 +133,33 @@ class NextItemModel(nn.Module):
         codes, added = self.repeat_entries(items, last)
         return scores.scatter_add_(1, codes, added.to(scores.dtype))  # in place: [rows, catalog] is large
 
-    def with_mask_slot(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Append a [MASK] event after each row's last real event, its side features zeroed."""
-        lengths = mask.sum(1)
-        out = {name: torch.cat([batch[name], torch.zeros_like(batch[name][:, :1])], dim=1) for name in self.spec.list_columns}
-        at_slot = positions_like(out[self.spec.item]) == lengths[:, None]
-        # the next event's side features are unknown
-        out = {**batch, **{name: values.masked_fill(at_slot, 0) for name, values in out.items()}}
-        out[self.spec.item] = out[self.spec.item].masked_fill(at_slot, self.inputs.mask_code)
-        return out, lengths
-
     def next_item_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores [B, catalog] for the item after each row's last real event. No branch on the
-        data and no tensor pinned to a device: a trace holds for any padding, width and device."""
+        """Scores [B, catalog] for the item after each row's last real event (the task's inference). No
+        branch on the data and no tensor pinned to a device: a trace holds for any padding, width and device."""
         batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
         batch, mask = keep_last(batch, mask, self.config.max_length - int(self.appends_mask), self.spec.list_columns)
-        if not self.appends_mask:
-            hidden = self.encode(batch).hidden
-            last = (mask.sum(1) - 1).clamp(min=0)
-            return self.add_repeat_scores(self.scores(at_positions(hidden, last)), batch[self.spec.item], last)
-        batch, slot = self.with_mask_slot(batch, mask)
-        if self.config.task == "plm":  # XLNet's query stream at the slot, which no event sees
-            at_slot = (positions_like(batch[self.spec.item]) == slot[:, None]).float()[:, None, :]  # target_mapping [B, 1, L]
-            perm_mask = at_slot.expand(-1, at_slot.shape[2], -1)  # [B, L, L]: no event sees the slot
-            hidden = self.body(self.inputs(batch), batch[self.spec.item] != 0, perm_mask, at_slot)
-            return self.scores(hidden[:, 0])
-        return self.scores(at_positions(self.encode(batch).hidden, slot))
+        return self.task.next_item_scores(self, batch, mask)
+
+    def loss(self, batch: dict[str, torch.Tensor], loss: NextItemLoss, settings: TaskConfig, generator: torch.Generator) -> torch.Tensor:
+        """The task's training loss of a batch (padding anywhere; rows cut to their last max_length events)."""
+        batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
+        batch, mask = keep_last(batch, mask, self.config.max_length, self.spec.list_columns)
+        return self.task.loss(self, batch, mask, loss, settings, generator)
+
+    # the rest of what the tasks use (TaskModel in training.model.tasks), besides encode, output_layer, scores and repeats
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The input layer's vectors [B, L, D] of a batch's events (shared by RTD's generator)."""
+        return self.inputs(batch)
+
+    def query_states(self, batch: dict[str, torch.Tensor], perm_mask: torch.Tensor, target_mapping: torch.Tensor) -> torch.Tensor:
+        """XLNet's query-stream states [B, T, D] of the targets `target_mapping` [B, T, L] under `perm_mask`
+        [B, L, L] (event i does not see event j where set)."""
+        return self.body(self.inputs(batch), batch[self.spec.item] != 0, perm_mask, target_mapping)
+
+    def hide(self, batch: dict[str, torch.Tensor], where: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
+        """The batch with [MASK] as the item at `where` [B, L], and (`features`) those events' side features zeroed."""
+        out = {**batch, self.spec.item: batch[self.spec.item].masked_fill(where, self.inputs.mask_code)}
+        if features:
+            out.update({name: batch[name].masked_fill(where, 0) for name in self.spec.list_columns[1:]})
+        return out
