@@ -5,6 +5,11 @@ Pure functions, no server: the client reads the ensemble's metadata and config i
 by time (stable), carries context values from the earliest event, keeps the last
 `max_events` and pads sessions into `[sessions, events]` arrays, each request within the server's
 bounds: `max_batch_size` sessions and `max_request_events` padded events (sessions x the longest).
+
+That ordering rule is defined for the served and offline paths in
+model_repository/transform/compiled.py (`time_order`, `last_events`); this is a copy, so that the
+client imports nothing but the contract, and tests/test_ordering_rule.py holds the two equal on the
+same events (ties in time, any file order, sessions longer than max_events, context that changes).
 """
 from __future__ import annotations
 

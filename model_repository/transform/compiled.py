@@ -104,14 +104,26 @@ def _padded(values: np.ndarray, real: np.ndarray, width: int, dtype) -> np.ndarr
     return out
 
 
+# The ordering rule, for the served and the offline path alike (training.recommend and training.predict
+# run this transform): a sequence's events sorted by time, ties in the order they came (a stable sort);
+# the last n kept; context values from the earliest. prepare's SequenceGroupby applies it to the training
+# data (tests/test_export.py holds the two equal); the client keeps a copy to stay free of this module
+# (tests/test_ordering_rule.py holds it to this one).
+
+
+def time_order(times: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Each row's positions [B, W] by time, ties in the order sent (stable), the `real` events [B, W]
+    first: position 0 is the earliest real event."""
+    return np.argsort(np.where(real, times, np.iinfo(np.int64).max), axis=1, kind="stable")
+
+
 def history_order(times: np.ndarray, count: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Which history events a session reads: of each row's first `count` events [B, H'], those
     strictly before the session's `starts` [B], by time (stable: ties keep their order), the last
     `n`. -> (their positions [B, <= n] right-padded, mask)."""
     width = times.shape[1]
     real = (np.arange(width)[None, :] < count[:, None]) & (times < starts[:, None])
-    order = np.argsort(np.where(real, times, np.iinfo(np.int64).max), axis=1, kind="stable")  # real events first
-    return last_events(order, real.sum(axis=1), n)
+    return last_events(time_order(times, real), real.sum(axis=1), n)
 
 
 def last_events(order: np.ndarray, count: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -242,9 +254,8 @@ class RequestTransform:
         self.check(columns, event_count)
         rows, width = len(event_count), columns[self.time_column].shape[1]
         real = np.arange(width)[None, :] < event_count[:, None]
-        times = np.where(real, columns[self.time_column], np.iinfo(np.int64).max)
-        order = np.argsort(times, axis=1, kind="stable")  # real events first, in time order
-        first = order[:, 0]
+        order = time_order(columns[self.time_column], real)
+        first = order[:, 0]  # the earliest event sent: the context values
         out = {}
         row_index = np.arange(rows)[:, None]
         model_index, model_real = last_events(order, event_count, self.model_events)
@@ -266,7 +277,7 @@ class RequestTransform:
             codes = self._apply(item, columns[item["source"]][row_index, seen_index])
             out[self.seen["name"]] = _padded(codes, seen_real, self.max_events, np.int64)
         if self.history:
-            start = np.take_along_axis(times, first[:, None], axis=1)[:, 0]  # the session's earliest event sent
+            start = columns[self.time_column][np.arange(rows), first]  # the session's earliest event sent
             out[self.history["name"]] = self.history_codes(columns, start)
         return out
 
