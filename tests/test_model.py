@@ -284,3 +284,14 @@ def test_continuous_inputs_start_at_the_item_vectors_scale():
         by_item = (inputs({spec.item: other_items, **times}) - base).norm(dim=-1).mean()
         by_time = (inputs({spec.item: items, **other_times}) - base).norm(dim=-1).mean()
     assert by_time < 1.5 * by_item, (float(by_time), float(by_item))  # comparable; the default init: by_time ~ 30 x by_item
+
+
+def test_rtd_weights_saved_before_the_task_object_held_them_still_load():
+    model = _model("electra", "rtd")
+    old = {(key.removeprefix("task.") if key.startswith("task.") else key): value.clone() + 1
+           for key, value in model.state_dict().items()}
+    assert any(key.startswith("generator_body.") for key in old) and any(key.startswith("replaced_head.") for key in old)
+    fresh = _model("electra", "rtd")
+    fresh.load_state_dict(old)  # strict: every key found
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, old[key.removeprefix("task.")], msg=key)

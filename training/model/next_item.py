@@ -72,6 +72,13 @@ class NextItemModel(nn.Module):
             self.output_weight = nn.Parameter(torch.empty(spec.item_cardinality, config.d_model))
             nn.init.normal_(self.output_weight, std=0.02)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Weights saved before RTD's generator and head moved into its task object load as they did."""
+        for old in ("generator_body.", "replaced_head."):
+            for key in [key for key in state_dict if key.startswith(prefix + old)]:
+                state_dict[prefix + "task." + key[len(prefix):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def appends_mask(self) -> bool:
         """Inference scores a [MASK] slot after the last event, which takes one of max_length's positions."""
