@@ -61,3 +61,24 @@ def synthetic_runs(prepared_synthetic, tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs")
     return [train_run(prepared_synthetic, folder / f"synthetic_bert_{seed}", "bert_mlm.yaml", "model.d_model=16",
                       "model.n_layers=1", "model.n_heads=1", f"train.seed={seed}") for seed in (0, 1)]
+
+
+def client_spec(served: dict, item: str, rows: int):
+    """The client's RequestSpec for a transform spec, as the exported ensemble's metadata and config would
+    give it: `item` the item column, `rows` sessions a request; with the spec's history inputs if it has them."""
+    from client.sessions import EVENT_COUNT, K, RequestSpec, _datatype
+    from export.configs import WIRE
+
+    datatypes = {raw["name"]: _datatype(WIRE[raw["dtype"]]) for raw in served["inputs"]}
+    history, session_aware = served.get("history"), {}
+    if history:
+        datatypes.update({history["inputs"]["item"]: datatypes[item], history["inputs"]["time"]: "INT64",
+                          history["inputs"]["count"]: "INT32"})
+        session_aware = dict(user_column=history["user_column"], session_gap_s=history["session_gap_s"],
+                             history_events=history["events"])
+    datatypes.update({EVENT_COUNT: "INT32", K: "INT32"})
+    return RequestSpec(datatypes=datatypes, max_batch_size=rows, sequence_key=served["sequence_key"],
+                       time_column=served["time_column"], item_column=item,
+                       context_columns=tuple(o["source"] for o in served["outputs"] if o["kind"] == "context"),
+                       max_events=served["max_events"], max_k=1, exclude_seen=False,
+                       max_request_events=rows * served["max_events"], **session_aware)

@@ -15,14 +15,13 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from client.recommender import RecommenderClient
-from client.sessions import EVENT_COUNT, K, RequestSpec, _datatype, session_batches
-from export.configs import WIRE
+from client.sessions import EVENT_COUNT, session_batches
 from export.repository import ExportOptions, export
 from export.torchscript import history_events, input_names, kept_events
 from export.transform_spec import compile_workflow
 from model_repository.transform.compiled import RequestError, RequestTransform
 from serve.server import TritonServer
-from tests.conftest import ROOT, train_run
+from tests.conftest import ROOT, client_spec, train_run
 from training import prepare
 from training.data import prepared, request_transform
 from training.config import load_config
@@ -58,20 +57,6 @@ def _held_out(events: pd.DataFrame, columns, key, users) -> pd.DataFrame:
     chosen = events[events[columns.user].isin(users)]
     last = chosen.sort_values(columns.time, kind="stable").groupby(columns.user).tail(1).index
     return chosen.drop(index=last)
-
-
-def _request_spec(served: dict, rows: int) -> RequestSpec:
-    history = served["history"]
-    datatypes = {raw["name"]: _datatype(WIRE[raw["dtype"]]) for raw in served["inputs"]}
-    item_type = datatypes[history["source"]]
-    datatypes.update({history["inputs"]["item"]: item_type, history["inputs"]["time"]: "INT64",
-                      history["inputs"]["count"]: "INT32", EVENT_COUNT: "INT32", K: "INT32"})
-    return RequestSpec(datatypes=datatypes, max_batch_size=rows, sequence_key=served["sequence_key"],
-                       time_column=served["time_column"], item_column=history["source"],
-                       context_columns=tuple(o["source"] for o in served["outputs"] if o["kind"] == "context"),
-                       max_events=served["max_events"], max_k=1, exclude_seen=False,
-                       max_request_events=rows * served["max_events"], user_column=history["user_column"],
-                       session_gap_s=history["session_gap_s"], history_events=history["events"])
 
 
 def _model(folder, history: str) -> NextItemModel:
@@ -115,7 +100,7 @@ def test_the_evaluated_prediction_equals_the_served_path_on_the_users_raw_events
     served = compile_workflow(folder, input_names(model), kept_events(model), history_events=history_events(model))
     assert served["history"]["events"] == HISTORY
     transform = RequestTransform(folder, spec=served)
-    (request,) = session_batches(_held_out(events, columns, key, users[rows]), _request_spec(served, len(rows)), k=1)
+    (request,) = session_batches(_held_out(events, columns, key, users[rows]), client_spec(served, served["history"]["source"], len(rows)), k=1)
     assert sorted(request.session_ids) == sorted(users[rows])
     outputs = transform.transform({name: request.inputs[name] for name in [*transform.inputs, *transform.history_inputs.values()]},
                                   request.inputs[EVENT_COUNT])
@@ -133,7 +118,7 @@ def test_the_client_sends_what_offline_prediction_reads(session_aware, session_c
     users = events[columns.user].drop_duplicates().to_numpy()[:150]
     chosen = events[events[columns.user].isin(users)].sample(frac=1.0, random_state=0)  # any order of events
     chosen = chosen if session_column else chosen.drop(columns=[key])
-    (request,) = session_batches(chosen, _request_spec(served, len(users)), k=1)
+    (request,) = session_batches(chosen, client_spec(served, served["history"]["source"], len(users)), k=1)
     transform = RequestTransform(folder, spec=served)
     sent = transform.transform({name: request.inputs[name] for name in [*transform.inputs, *transform.history_inputs.values()]},
                                request.inputs[EVENT_COUNT])

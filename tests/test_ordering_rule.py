@@ -8,21 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from client.sessions import EVENT_COUNT, K, RequestSpec, _datatype, session_batches
-from export.configs import WIRE
+from client.sessions import EVENT_COUNT, session_batches
 from model_repository.transform.compiled import RequestTransform
 from training.data import request_transform
 from training.data.datasets.synthetic import DEVICES
 from training.prepare import raw_events
-
-
-def _client_spec(spec: dict, item: str, rows: int) -> RequestSpec:
-    datatypes = {raw["name"]: _datatype(WIRE[raw["dtype"]]) for raw in spec["inputs"]}
-    datatypes.update({EVENT_COUNT: "INT32", K: "INT32"})
-    return RequestSpec(datatypes=datatypes, max_batch_size=rows, sequence_key=spec["sequence_key"],
-                       time_column=spec["time_column"], item_column=item,
-                       context_columns=tuple(o["source"] for o in spec["outputs"] if o["kind"] == "context"),
-                       max_events=spec["max_events"], max_k=1, exclude_seen=False, max_request_events=rows * spec["max_events"])
+from tests.conftest import client_spec
 
 
 def test_the_clients_copy_of_the_ordering_rule_gives_the_transform_what_the_offline_path_gives(prepared_synthetic):
@@ -44,7 +35,7 @@ def test_the_clients_copy_of_the_ordering_rule_gives_the_transform_what_the_offl
     keys, offline, _ = request_transform.transform_events(prepared_synthetic, events)
     transform = RequestTransform(prepared_synthetic)
     row_of = pd.Index(keys)
-    batches = session_batches(events, _client_spec(spec, columns.item, 64), k=1)
+    batches = session_batches(events, client_spec(spec, columns.item, 64), k=1)
     assert sum(len(batch.session_ids) for batch in batches) == len(keys) == 400
     for batch in batches:
         sent = transform.transform({name: batch.inputs[name] for name in transform.inputs}, batch.inputs[EVENT_COUNT])

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.files import replace_csv, replace_json
-
 from training import cli, run_dir
+from training.files import replace_csv, replace_json
 from training.data import prepared
 from training.config import Config, ConfigError, load_config
 from training.batches import SequenceData

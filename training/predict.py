@@ -21,9 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.files import replace_file
-
 from training import cli, run_dir
+from training.files import replace_file
 from training.data import prepared, request_transform, views
 from training.allocator import keep_freed_memory
 from training.data.events import EventColumns, validate_events

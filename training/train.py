@@ -23,9 +23,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from training.files import replace_csv, replace_file, replace_json
-
 from training import cli, run_dir
+from training.files import replace_csv, replace_file, replace_json
 from training.allocator import keep_freed_memory
 from training.config import Config, ConfigError, check, load_config
 from training.batches import SequenceData

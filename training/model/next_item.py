@@ -143,15 +143,16 @@ class NextItemModel(nn.Module):
     def next_item_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores [B, catalog] for the item after each row's last real event (the task's inference). No
         branch on the data and no tensor pinned to a device: a trace holds for any padding, width and device."""
-        batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
-        batch, mask = keep_last(batch, mask, self.config.max_length - int(self.appends_mask), self.spec.list_columns)
-        return self.task.next_item_scores(self, batch, mask)
+        return self.task.next_item_scores(self, *self._right_padded(batch, self.config.max_length - int(self.appends_mask)))
 
     def loss(self, batch: dict[str, torch.Tensor], loss: NextItemLoss, settings: TaskConfig, generator: torch.Generator) -> torch.Tensor:
         """The task's training loss of a batch (padding anywhere; rows cut to their last max_length events)."""
+        return self.task.loss(self, *self._right_padded(batch, self.config.max_length), loss, settings, generator)
+
+    def _right_padded(self, batch: dict[str, torch.Tensor], length: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Each row's real events moved to the front, the last `length` of them kept; and their mask."""
         batch, mask = compact(batch, self.spec.item, self.spec.list_columns)
-        batch, mask = keep_last(batch, mask, self.config.max_length, self.spec.list_columns)
-        return self.task.loss(self, batch, mask, loss, settings, generator)
+        return keep_last(batch, mask, length, self.spec.list_columns)
 
     # the rest of what the tasks use (TaskModel in training.model.tasks), besides encode, output_layer, scores and repeats
 
